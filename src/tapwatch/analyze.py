@@ -1,0 +1,148 @@
+"""The capture-to-inventory pipeline: read, decode, aggregate, store — one file at a time.
+
+Each file is analyzed in one pass and stored in one transaction, so a failure in one
+file never loses what earlier files stored. A file whose content was ingested before is
+recognised by its hash and skipped.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy import Engine
+
+from tapwatch.capture import CaptureError, CaptureReader, CaptureWarning, iter_capture_files
+from tapwatch.capture import linktypes
+from tapwatch.capture.reader import content_prefilter
+from tapwatch.decode import Decoder, kernel
+from tapwatch.decode.aggregate import Aggregator
+from tapwatch.store import inventory
+from tapwatch.store.db import sessions
+
+Progress = Callable[[str, int, int], None]  # (path, bytes read, packets so far)
+
+
+@dataclass
+class FileResult:
+    path: str
+    status: str  # "analyzed", "duplicate", "error"
+    packets: int = 0
+    seconds: float = 0.0
+    warnings: list[CaptureWarning] = field(default_factory=list)
+    error: str | None = None
+    stats: inventory.IngestStats = field(default_factory=inventory.IngestStats)
+
+
+@dataclass
+class RunSummary:
+    files: list[FileResult] = field(default_factory=list)
+
+    @property
+    def packets(self) -> int:
+        return sum(f.packets for f in self.files)
+
+    @property
+    def errors(self) -> list[FileResult]:
+        return [f for f in self.files if f.status == "error"]
+
+    @property
+    def warnings(self) -> list[CaptureWarning]:
+        return [w for f in self.files for w in f.warnings]
+
+    def total(self, attr: str) -> int:
+        return sum(getattr(f.stats, attr) for f in self.files)
+
+
+class Analyzer:
+    """Analyzes capture files into the inventory database behind `engine`."""
+
+    def __init__(self, engine: Engine, sensor: str | None = None,
+                 progress: Progress | None = None) -> None:
+        self.engine = engine
+        self.sessions = sessions(engine)
+        self.sensor = sensor or socket.gethostname()
+        self.progress = progress
+
+    def run(self, paths: Iterable[str | Path]) -> RunSummary:
+        summary = RunSummary()
+        for path in iter_capture_files(paths):
+            summary.files.append(self.analyze_file(path))
+        return summary
+
+    def analyze_file(self, path: str | Path) -> FileResult:
+        started = time.perf_counter()
+        result = FileResult(str(path), "analyzed")
+        try:
+            size, head = content_prefilter(Path(path))
+            with CaptureReader(path) as reader:
+                if self._seen_before(size, head, path):
+                    result.status = "duplicate"
+                    return result
+                self._analyze(reader, result, size, head)
+        except CaptureError as e:
+            result.status, result.error = "error", str(e)
+        except OSError as e:
+            result.status, result.error = "error", f"{path}: {e.strerror or e}"
+        finally:
+            result.seconds = time.perf_counter() - started
+        return result
+
+    def _seen_before(self, size: int, head: str, path: str | Path) -> bool:
+        with self.sessions() as s:
+            if not inventory.candidates(s, size, head):
+                return False
+            digest = CaptureReader.hash_file(path)
+            return inventory.is_ingested(s, digest)
+
+    def _analyze(self, reader: CaptureReader, result: FileResult, size: int, head: str) -> None:
+        decoder = Decoder()
+        agg = Aggregator()
+        skipped: Counter[tuple[int, int]] = Counter()  # (status, link type) -> packets
+        first_ns: int | None = None
+        last_ns: int | None = None
+        for chunk in reader.chunks():
+            for rows in decoder.batches(chunk):
+                agg.update(rows)
+            n = len(chunk)
+            status = decoder.status[:n]
+            bad = status != kernel.OK
+            if bad.any():
+                for st, lt in zip(status[bad].tolist(), chunk.linktype[bad].tolist(), strict=True):
+                    skipped[(st, lt)] += 1
+            if n:
+                lo, hi = int(chunk.ts.min()), int(chunk.ts.max())
+                first_ns = lo if first_ns is None else min(first_ns, lo)
+                last_ns = hi if last_ns is None else max(last_ns, hi)
+            if self.progress:
+                self.progress(result.path, reader.base + reader.pos, reader.packets)
+        result.packets = reader.packets
+        result.warnings = reader.warnings + _skip_warnings(result.path, skipped)
+        digest = reader.digest()
+        with self.sessions.begin() as s:
+            if inventory.is_ingested(s, digest):
+                result.status = "duplicate"
+                return
+            result.stats = inventory.merge_run(s, agg.addresses(), agg.connections(), self.sensor)
+            inventory.record_file(
+                s, content_hash=digest, size=size, head_hash=head, path=str(result.path),
+                sensor=self.sensor, packets=reader.packets, first_ns=first_ns, last_ns=last_ns,
+            )
+
+
+def _skip_warnings(path: str, skipped: Counter[tuple[int, int]]) -> list[CaptureWarning]:
+    out = []
+    for (status, lt), count in sorted(skipped.items()):
+        if status == kernel.UNSUPPORTED_LINK:
+            msg = f"unsupported link type {linktypes.describe(lt)}: {count} packets skipped"
+        elif status == kernel.MALFORMED:
+            msg = f"{count} malformed packets (headers cut short) on {linktypes.describe(lt)}"
+        else:
+            msg = f"{count} encrypted 802.11 frames: addresses only, no payload"
+        out.append(CaptureWarning(path, msg))
+    return out
+

@@ -1,0 +1,244 @@
+"""The `tapwatch` command line."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from tapwatch import __version__
+from tapwatch.analyze import Analyzer, RunSummary
+from tapwatch.store import inventory
+from tapwatch.store.db import open_engine, sessions
+
+FORMATS = click.Choice(["table", "json", "csv"])
+db_option = click.option(
+    "--db", "db", envvar="TAPWATCH_DB", default=None, metavar="PATH|URL",
+    help="Inventory database (default ./tapwatch.db; env TAPWATCH_DB).",
+)
+
+err = Console(stderr=True, highlight=False)
+
+
+def fail(message: str, code: int = 2) -> None:
+    click.echo(f"tapwatch: error: {message}", err=True)
+    sys.exit(code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="tapwatch")
+def main() -> None:
+    """tapwatch: agentless IoT/OT network security monitor."""
+
+
+# -- analyze --------------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@db_option
+@click.option("--sensor", default=None, help="Sensor name recorded on devices (default: host name).")
+@click.option("--quiet", "-q", is_flag=True, help="Only print the summary.")
+def analyze(paths: tuple[str, ...], db: str | None, sensor: str | None, quiet: bool) -> None:
+    """Analyze capture files (pcap, pcapng, gzip; directories recursively) into the inventory."""
+    summary = run_analysis(paths, db, sensor, quiet)
+    for w in summary.warnings:
+        click.echo(f"tapwatch: warning: {w}", err=True)
+    print_summary(summary)
+    if summary.errors:
+        for f in summary.errors:
+            click.echo(f"tapwatch: error: {f.error}", err=True)
+        sys.exit(2)
+
+
+def run_analysis(paths: tuple[str, ...], db: str | None, sensor: str | None,
+                 quiet: bool) -> RunSummary:
+    for p in paths:
+        if not Path(p).exists():
+            fail(f"{p}: no such file or directory")
+    engine = open_engine(db)
+    if quiet or not sys.stderr.isatty():
+        analyzer = Analyzer(engine, sensor)
+        summary = RunSummary()
+        from tapwatch.capture import iter_capture_files
+
+        for path in iter_capture_files(paths):
+            result = analyzer.analyze_file(path)
+            summary.files.append(result)
+            if not quiet and result.status != "error":
+                rate = result.packets / result.seconds if result.seconds else 0
+                click.echo(f"{result.status} {result.path}: {result.packets:,} packets in "
+                           f"{result.seconds:.2f} s ({rate:,.0f} packets/s)", err=True)
+        return summary
+    with Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(), console=err, transient=True,
+    ) as bar:
+        task = bar.add_task("analyzing", total=None, rate="")
+        started = [time.perf_counter(), 0]
+
+        def progress(path: str, done: int, packets: int) -> None:
+            total = Path(path).stat().st_size
+            elapsed = time.perf_counter() - started[0]
+            rate = packets / elapsed if elapsed > 0 else 0
+            bar.update(task, description=Path(path).name, completed=min(done, total), total=total,
+                       rate=f"{packets:,} packets, {rate:,.0f}/s")
+
+        def reset(_: Any = None) -> None:
+            started[0] = time.perf_counter()
+
+        analyzer = Analyzer(engine, sensor, progress)
+        summary = RunSummary()
+        from tapwatch.capture import iter_capture_files
+
+        for path in iter_capture_files(paths):
+            reset()
+            summary.files.append(analyzer.analyze_file(path))
+        return summary
+
+
+def print_summary(summary: RunSummary) -> None:
+    files = summary.files
+    analyzed = sum(1 for f in files if f.status == "analyzed")
+    dup = sum(1 for f in files if f.status == "duplicate")
+    seconds = sum(f.seconds for f in files)
+    rate = summary.packets / seconds if seconds else 0
+    parts = [f"{len(files)} file{'s' if len(files) != 1 else ''} ({analyzed} analyzed"
+             + (f", {dup} already ingested" if dup else "")
+             + (f", {len(summary.errors)} failed" if summary.errors else "") + ")",
+             f"{summary.packets:,} packets in {seconds:.2f} s ({rate:,.0f}/s)",
+             f"devices: {summary.total('devices_new')} new, {summary.total('devices_known')} known",
+             f"connections: {summary.total('connections_new')} new",
+             f"{len(summary.warnings)} warning{'s' if len(summary.warnings) != 1 else ''}"]
+    click.echo("; ".join(parts))
+
+
+# -- devices / connections ------------------------------------------------------------------
+
+
+@main.group()
+def devices() -> None:
+    """The device inventory."""
+
+
+@devices.command("list")
+@db_option
+@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+@click.option("--sort", type=click.Choice(sorted(inventory.DEVICE_SORTS)), default="id",
+              show_default=True)
+def devices_list(db: str | None, fmt: str, sort: str) -> None:
+    """List devices."""
+    engine = open_engine(db)
+    with sessions(engine)() as s:
+        devs = inventory.list_devices(s, sort)
+        addrs = inventory.device_addresses(s, [d.id for d in devs])
+        rows = [inventory.device_json(d, addrs.get(d.id, [])) for d in devs]
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2))
+    elif fmt == "csv":
+        write_csv(rows, ["id", "mac", "ip", "ips", "vlans", "first_seen", "last_seen",
+                         "packets_sent", "packets_received", "bytes_sent", "bytes_received",
+                         "protocols", "is_gateway", "name", "vendor", "type", "model", "os",
+                         "firmware"])
+    else:
+        print_devices(rows)
+
+
+def write_csv(rows: list[dict[str, Any]], columns: list[str]) -> None:
+    out = csv.writer(sys.stdout)
+    out.writerow(columns)
+    for r in rows:
+        out.writerow([" ".join(map(str, v)) if isinstance(v, list) else ("" if v is None else v)
+                      for v in (r[c] for c in columns)])
+
+
+def _short_time(iso: str | None) -> str:
+    return (iso or "")[:19].replace("T", " ")
+
+
+def print_devices(rows: list[dict[str, Any]]) -> None:
+    table = Table(title=f"{len(rows)} devices", title_justify="left", expand=False)
+    for col in ("ID", "MAC", "IP", "VLAN", "Vendor", "Type", "Name", "Protocols", "Sent",
+                "Recv", "First seen", "Last seen"):
+        table.add_column(col, no_wrap=col not in ("Protocols", "IP"),
+                         justify="right" if col in ("ID", "Sent", "Recv") else "left")
+    for r in rows:
+        ips = r["ip"] or ""
+        if len(r["ips"]) > 1:
+            ips += f" (+{len(r['ips']) - 1})"
+        table.add_row(
+            str(r["id"]), r["mac"] or "", ips, ",".join(map(str, r["vlans"])),
+            r["vendor"] or "", r["type"] or ("gateway" if r["is_gateway"] else ""),
+            r["name"] or "", " ".join(r["protocols"]), f"{r['packets_sent']:,}",
+            f"{r['packets_received']:,}", _short_time(r["first_seen"]), _short_time(r["last_seen"]),
+        )
+    Console(width=max(160, Console().width)).print(table)
+
+
+@main.group()
+def connections() -> None:
+    """Who talks to whom."""
+
+
+@connections.command("list")
+@db_option
+@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+def connections_list(db: str | None, fmt: str) -> None:
+    """List connections (client, server, transport, server port)."""
+    engine = open_engine(db)
+    with sessions(engine)() as s:
+        rows = [inventory.connection_json(c) for c in inventory.list_connections(s)]
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2))
+    elif fmt == "csv":
+        write_csv(rows, list(rows[0]) if rows else list(inventory.connection_json.__annotations__))
+    else:
+        table = Table(title=f"{len(rows)} connections", title_justify="left")
+        for col in ("Client", "Server", "Transport", "Port", "Protocol", "Packets", "Bytes",
+                    "First seen", "Last seen"):
+            table.add_column(col, no_wrap=True,
+                             justify="right" if col in ("Port", "Packets", "Bytes") else "left")
+        for r in rows:
+            table.add_row(
+                r["client_ip"] or r["client_mac"] or "", r["server_ip"] or r["server_mac"] or "",
+                r["transport"], str(r["server_port"]), r["protocol"], f"{r['packets']:,}",
+                f"{r['bytes']:,}", _short_time(r["first_seen"]), _short_time(r["last_seen"]),
+            )
+        Console(width=max(160, Console().width)).print(table)
+
+
+# -- demo -------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--dir", "directory", default="demo", show_default=True, type=click.Path(),
+              help="Where the example capture and its inventory database are written.")
+def demo(directory: str) -> None:
+    """Generate the built-in example site capture, analyze it, and print its inventory."""
+    from tapwatch.demo import build_demo_capture
+
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    capture = build_demo_capture(out / "site.pcap")
+    db = out / "tapwatch.db"
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    click.echo(f"example site capture: {capture}")
+    summary = run_analysis((str(capture),), str(db), "demo-sensor", quiet=True)
+    print_summary(summary)
+    ctx = click.get_current_context()
+    ctx.invoke(devices_list, db=str(db), fmt="table", sort="ip")
+    click.echo(f"\nexplore it: tapwatch devices list --db {db} --format json")
+    click.echo(f"            tapwatch connections list --db {db}")
+
+
+if __name__ == "__main__":
+    main()

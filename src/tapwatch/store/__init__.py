@@ -1,0 +1,1 @@
+"""Inventory storage: SQLAlchemy models, Alembic migrations, and the repository functions."""

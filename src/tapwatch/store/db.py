@@ -1,0 +1,70 @@
+"""Opening the inventory database: URL resolution, SQLite tuning, schema migration."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy.orm import Session, sessionmaker
+
+DEFAULT_DB = "tapwatch.db"
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+def database_url(db: str | None = None) -> str:
+    """`--db` value, else $TAPWATCH_DB, else ./tapwatch.db; a value with '://' is a URL."""
+    value = db or os.environ.get("TAPWATCH_DB") or DEFAULT_DB
+    if "://" in value:
+        return value
+    return f"sqlite:///{Path(value).expanduser().resolve()}"
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.close()
+
+
+def alembic_config(url: str) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def open_engine(db: str | None = None, *, migrate: bool = True) -> Engine:
+    """Engine for the inventory, with the schema upgraded to the latest migration."""
+    url = database_url(db)
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    if migrate:
+        upgrade(engine)
+    return engine
+
+
+def upgrade(engine: Engine) -> None:
+    """Bring the schema to head (cheap when it is already there)."""
+    with engine.begin() as conn:
+        if inspect(conn).has_table("alembic_version"):
+            from alembic.runtime.migration import MigrationContext
+            from alembic.script import ScriptDirectory
+
+            head = ScriptDirectory.from_config(alembic_config(str(engine.url))).get_current_head()
+            if MigrationContext.configure(conn).get_current_revision() == head:
+                return
+        cfg = alembic_config(str(engine.url))
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+
+
+def sessions(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)

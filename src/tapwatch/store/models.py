@@ -1,0 +1,134 @@
+"""The inventory schema: ingested files, devices, the addresses that make them, connections.
+
+Addresses are the raw observations (one per MAC+IP coupling, or MAC alone); a device
+groups the addresses of one host, and remote endpoints behind a gateway are addresses
+with no device. Every change to this file needs an Alembic migration in migrations/.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {int: BigInteger, datetime: DateTime(timezone=False), Any: JSON}
+
+
+class IngestedFile(Base):
+    """A capture already analyzed, remembered by content hash so re-analysis adds nothing."""
+
+    __tablename__ = "ingested_files"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    content_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    size: Mapped[int]
+    head_hash: Mapped[str] = mapped_column(String(32), index=True)
+    path: Mapped[str] = mapped_column(String(4096))
+    sensor: Mapped[str] = mapped_column(String(255))
+    packets: Mapped[int]
+    first_seen: Mapped[datetime | None]
+    last_seen: Mapped[datetime | None]
+    ingested_at: Mapped[datetime]
+
+
+class Device(Base):
+    """One host: a unique MAC+IPv4 coupling, or a MAC (or an IP) alone when that is all there is."""
+
+    __tablename__ = "devices"
+    __table_args__ = (UniqueConstraint("key_mac", "key_ip", name="uq_devices_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key_mac: Mapped[str] = mapped_column(String(17))
+    key_ip: Mapped[str] = mapped_column(String(45))
+    mac: Mapped[str | None] = mapped_column(String(17), index=True)
+    ip: Mapped[str | None] = mapped_column(String(45), index=True)
+    is_gateway: Mapped[bool] = mapped_column(Boolean, default=False)
+    sensor: Mapped[str] = mapped_column(String(255))
+    first_seen: Mapped[datetime]
+    last_seen: Mapped[datetime] = mapped_column(index=True)
+    packets_sent: Mapped[int] = mapped_column(default=0)
+    packets_received: Mapped[int] = mapped_column(default=0)
+    bytes_sent: Mapped[int] = mapped_column(default=0)
+    bytes_received: Mapped[int] = mapped_column(default=0)
+    vlans: Mapped[Any] = mapped_column(default=list)
+    protocols: Mapped[Any] = mapped_column(default=list)
+    name: Mapped[str | None] = mapped_column(String(255))
+    vendor: Mapped[str | None] = mapped_column(String(255))
+    type: Mapped[str | None] = mapped_column(String(64))
+    model: Mapped[str | None] = mapped_column(String(255))
+    os: Mapped[str | None] = mapped_column(String(255))
+    firmware: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class Address(Base):
+    """One observed coupling (mac, ip); '' stands for "none" in either column."""
+
+    __tablename__ = "addresses"
+    __table_args__ = (UniqueConstraint("mac", "ip", name="uq_addresses_mac_ip"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    mac: Mapped[str] = mapped_column(String(17))
+    ip: Mapped[str] = mapped_column(String(45), index=True)
+    device_id: Mapped[int | None] = mapped_column(
+        Integer, ForeignKey("devices.id", ondelete="SET NULL"), index=True
+    )
+    role: Mapped[str] = mapped_column(String(16))  # "device" or "remote"
+    flags: Mapped[int] = mapped_column(Integer, default=0)
+    first_seen: Mapped[datetime]
+    last_seen: Mapped[datetime]
+    packets_sent: Mapped[int] = mapped_column(default=0)
+    packets_received: Mapped[int] = mapped_column(default=0)
+    bytes_sent: Mapped[int] = mapped_column(default=0)
+    bytes_received: Mapped[int] = mapped_column(default=0)
+    vlans: Mapped[Any] = mapped_column(default=list)
+    protocols: Mapped[Any] = mapped_column(default=list)
+
+
+class Connection(Base):
+    """Client and server endpoints, transport and server port, with traffic each way."""
+
+    __tablename__ = "connections"
+    __table_args__ = (
+        UniqueConstraint(
+            "client_mac", "client_ip", "server_mac", "server_ip", "transport", "server_port",
+            name="uq_connections_key",
+        ),
+        Index("ix_connections_server", "server_ip", "server_port"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    client_mac: Mapped[str] = mapped_column(String(17))
+    client_ip: Mapped[str] = mapped_column(String(45))
+    server_mac: Mapped[str] = mapped_column(String(17))
+    server_ip: Mapped[str] = mapped_column(String(45))
+    transport: Mapped[str] = mapped_column(String(16))
+    server_port: Mapped[int] = mapped_column(Integer)
+    protocol: Mapped[str] = mapped_column(String(32))
+    client_device_id: Mapped[int | None] = mapped_column(
+        Integer, ForeignKey("devices.id", ondelete="SET NULL"), index=True
+    )
+    server_device_id: Mapped[int | None] = mapped_column(
+        Integer, ForeignKey("devices.id", ondelete="SET NULL"), index=True
+    )
+    first_seen: Mapped[datetime]
+    last_seen: Mapped[datetime]
+    packets_c2s: Mapped[int] = mapped_column(default=0)
+    bytes_c2s: Mapped[int] = mapped_column(default=0)
+    packets_s2c: Mapped[int] = mapped_column(default=0)
+    bytes_s2c: Mapped[int] = mapped_column(default=0)
