@@ -16,11 +16,16 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
-from tapwatch.capture import CaptureError, CaptureReader, CaptureWarning, iter_capture_files
-from tapwatch.capture import linktypes
+from tapwatch.capture import (
+    CaptureError,
+    CaptureReader,
+    CaptureWarning,
+    iter_capture_files,
+    linktypes,
+)
 from tapwatch.capture.reader import content_prefilter
 from tapwatch.decode import Decoder, kernel
-from tapwatch.decode.aggregate import Aggregator
+from tapwatch.decode.aggregate import Aggregator, fill_missing_macs
 from tapwatch.store import inventory
 from tapwatch.store.db import sessions
 
@@ -127,7 +132,8 @@ class Analyzer:
             if inventory.is_ingested(s, digest):
                 result.status = "duplicate"
                 return
-            result.stats = inventory.merge_run(s, agg.addresses(), agg.connections(), self.sensor)
+            addresses, connections = fill_missing_macs(agg.addresses(), agg.connections())
+            result.stats = inventory.merge_run(s, addresses, connections, self.sensor)
             inventory.record_file(
                 s, content_hash=digest, size=size, head_hash=head, path=str(result.path),
                 sensor=self.sensor, packets=reader.packets, first_ns=first_ns, last_ns=last_ns,

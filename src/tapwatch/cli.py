@@ -76,7 +76,7 @@ def run_analysis(paths: tuple[str, ...], db: str | None, sensor: str | None,
             if not quiet and result.status != "error":
                 rate = result.packets / result.seconds if result.seconds else 0
                 click.echo(f"{result.status} {result.path}: {result.packets:,} packets in "
-                           f"{result.seconds:.2f} s ({rate:,.0f} packets/s)", err=True)
+                           f"{result.seconds:.2f} s ({rate:,.0f} packets/s)")
         return summary
     with Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[rate]}"),

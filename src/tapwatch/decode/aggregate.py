@@ -332,3 +332,54 @@ class Aggregator:
                 v[C_FIRST], v[C_LAST], v[PK_CS], v[BY_CS], v[PK_SC], v[BY_SC],
             ))
         return out
+
+
+def fill_missing_macs(
+    addresses: list[AddressRecord], connections: list[ConnectionRecord]
+) -> tuple[list[AddressRecord], list[ConnectionRecord]]:
+    """Give MAC-less destinations the MAC their IP uses as a source.
+
+    Linux cooked captures name only the sender's MAC, so traffic *to* a host arrives
+    without one. When exactly one MAC sources that IP, the received traffic is that
+    coupling's; the MAC-less duplicate is folded into it.
+    """
+    macs: dict[tuple[int, int], set[int]] = {}
+    for a in addresses:
+        if a.mac != int(NO_MAC) and (a.ip_hi or a.ip_lo) and a.packets_sent:
+            macs.setdefault((a.ip_hi, a.ip_lo), set()).add(a.mac)
+
+    def owner(mac: int, hi: int, lo: int) -> int:
+        found = macs.get((hi, lo), ())
+        return next(iter(found)) if mac == int(NO_MAC) and len(found) == 1 else mac
+
+    by_key = {(a.mac, a.ip_hi, a.ip_lo): a for a in addresses}
+    kept = []
+    for a in addresses:
+        mac = owner(a.mac, a.ip_hi, a.ip_lo)
+        target = by_key.get((mac, a.ip_hi, a.ip_lo))
+        if mac == a.mac or target is None or a.packets_sent:
+            kept.append(a)
+            continue
+        target.first_ns = min(target.first_ns, a.first_ns)
+        target.last_ns = max(target.last_ns, a.last_ns)
+        target.packets_received += a.packets_received
+        target.bytes_received += a.bytes_received
+        target.protocols = [x | y for x, y in zip(target.protocols, a.protocols, strict=True)]
+        target.vlans = sorted(set(target.vlans) | set(a.vlans))
+    merged: dict[tuple[int, ...], ConnectionRecord] = {}
+    for c in connections:
+        c.client_mac = owner(c.client_mac, c.client_hi, c.client_lo)
+        c.server_mac = owner(c.server_mac, c.server_hi, c.server_lo)
+        key = (c.client_mac, c.client_hi, c.client_lo, c.server_mac, c.server_hi, c.server_lo,
+               c.ipproto, c.server_port)
+        prev = merged.get(key)
+        if prev is None:
+            merged[key] = c
+            continue
+        prev.first_ns = min(prev.first_ns, c.first_ns)
+        prev.last_ns = max(prev.last_ns, c.last_ns)
+        prev.packets_c2s += c.packets_c2s
+        prev.bytes_c2s += c.bytes_c2s
+        prev.packets_s2c += c.packets_s2c
+        prev.bytes_s2c += c.bytes_s2c
+    return kept, list(merged.values())

@@ -272,7 +272,9 @@ def decode(start, stop, buf, rec_off, rec_cap, rec_wire, rec_ts, rec_link,
                     et = _u16(buf, p + 12)
                     p += 14
                     while (et == 0x8100 or et == 0x88A8 or et == 0x9100) and end - p >= 4:
-                        vlan[r] = _u16(buf, p) & 0xFFF
+                        vid = _u16(buf, p) & 0xFFF
+                        if vid != 0:  # VLAN 0 is a priority tag, not a VLAN
+                            vlan[r] = vid
                         et = _u16(buf, p + 2)
                         p += 4
                     if et <= 1500:

@@ -7,6 +7,7 @@ MAC's addresses, so a MAC that turns out to be a gateway later is corrected then
 
 from __future__ import annotations
 
+import ipaddress
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -291,11 +292,13 @@ DEVICE_SORTS = {
 }
 
 
-def list_devices(session: Session, sort: str = "id", include_gateways: bool = True) -> list[Device]:
+def list_devices(session: Session, sort: str = "id") -> list[Device]:
     q = select(Device).order_by(DEVICE_SORTS.get(sort, Device.id), Device.id)
-    if not include_gateways:
-        q = q.where(Device.is_gateway.is_(False))
-    return list(session.scalars(q))
+    devices = list(session.scalars(q))
+    if sort == "ip":  # numerically, IPv4 before IPv6, address-less last
+        devices.sort(key=lambda d: (d.ip is None, ipaddress.ip_address(d.ip).version if d.ip else 0,
+                                    ipaddress.ip_address(d.ip) if d.ip else 0))
+    return devices
 
 
 def device_addresses(session: Session, device_ids: Iterable[int]) -> dict[int, list[Address]]:

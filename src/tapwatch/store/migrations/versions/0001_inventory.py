@@ -1,7 +1,7 @@
 """inventory: files, devices, addresses, connections
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-28
 """
 

@@ -1,0 +1,993 @@
+"""The built-in example site that ``tapwatch demo`` analyses.
+
+A first-time user has no tap and no capture, yet should see what tapwatch finds on a
+real network. This module synthesises one: fifteen minutes of a small plant LAN
+(gateway, office workstations, printer, camera, desk phone, PLC and HMI) on a Monday
+morning as the site powers up. Every frame is built from protocol state (ARP caches,
+DHCP leases, DNS caches, TCP sequence numbers), so Wireshark decodes the streams
+cleanly, and ``DEMO_DEVICES`` records the ground truth the inventory should recover.
+
+The capture is a pure function of the seed: fixed start time, ``random.Random(seed)``,
+no wall clock, so two builds with the same seed are byte-identical.
+
+Internet addresses are the well-known ones for the named services where they exist
+(example.com, msftconnecttest.com, ...); the camera cloud and hosted PBX addresses
+are illustrative.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import pathlib
+import random
+import socket
+import struct
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import formatdate
+
+from scapy.layers.dhcp import BOOTP, DHCP
+from scapy.layers.dns import DNS, DNSQR, DNSRR, DNSRRSRV
+from scapy.utils import PcapWriter
+
+__all__ = ["DEMO_DEVICES", "DEMO_START", "DEMO_DURATION", "build_demo_capture"]
+
+DEMO_START = datetime(2026, 3, 2, 8, 0, 0, tzinfo=UTC)
+DEMO_DURATION = 900.0
+
+DEMO_DEVICES: list[dict[str, str | None]] = [
+    {"name": "gateway", "role": "router", "mac": "58:8d:09:3a:5c:01", "ip": "10.20.0.1",
+     "vendor": "Cisco", "hostname": "gw-plant01"},
+    {"name": "eng-ws01", "role": "workstation", "mac": "18:66:da:4e:7a:21", "ip": "10.20.0.101",
+     "vendor": "Dell", "hostname": "ENG-WS01"},
+    {"name": "ops-lt02", "role": "workstation", "mac": "a4:8c:db:19:c2:6e", "ip": "10.20.0.102",
+     "vendor": "Lenovo", "hostname": "OPS-LT02"},
+    {"name": "eng-ubuntu03", "role": "workstation", "mac": "3c:52:82:7b:0d:94",
+     "ip": "10.20.0.103", "vendor": "HP", "hostname": "eng-ubuntu03"},
+    {"name": "printer", "role": "printer", "mac": "a0:8c:fd:62:18:3b", "ip": "10.20.0.110",
+     "vendor": "HP", "hostname": "HP-LaserJet-M404"},
+    {"name": "camera", "role": "camera", "mac": "ac:cc:8e:2b:41:f7", "ip": "10.20.0.30",
+     "vendor": "Axis", "hostname": None},
+    {"name": "phone", "role": "phone", "mac": "00:04:f2:a1:b2:c3", "ip": "10.20.0.120",
+     "vendor": "Polycom", "hostname": "Polycom_0004f2a1b2c3"},
+    {"name": "plc", "role": "plc", "mac": "00:80:f4:0c:5e:12", "ip": "10.20.0.50",
+     "vendor": "Schneider Electric", "hostname": None},
+    {"name": "hmi", "role": "hmi", "mac": "00:0c:26:4a:90:07", "ip": "10.20.0.51",
+     "vendor": "Weintek", "hostname": None},
+]
+
+_EPOCH = int(DEMO_START.timestamp())
+_NTP_OFFSET = 2_208_988_800
+_BROADCAST = "ff:ff:ff:ff:ff:ff"
+_ZERO_MAC = "00:00:00:00:00:00"
+_DOMAIN = "plant.example.net"
+_MSS = 1460
+
+_UA_CHROME = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
+              "(KHTML, like Gecko) Chrome/122.0.0.0 Safari/537.36")
+_UA_EDGE = _UA_CHROME + " Edg/122.0.2365.66"
+_UA_FIREFOX = "Mozilla/5.0 (X11; Ubuntu; Linux x86_64; rv:123.0) Gecko/20100101 Firefox/123.0"
+_UA_CAMERA = "AXIS P3245-LV/10.12.220 libcurl/8.4.0"
+_UA_PHONE = "PolycomVVX-VVX_411-UA/6.4.6.2386"
+
+_PRINTER_SERVER = ("HP HTTP Server; HP LaserJet Pro M404dn - W1A53A; Serial Number: PHBBL20817; "
+                   "Built: Wed Jan 10, 2024 09:41:12AM {002_2352A}")
+_CAMERA_REALM = "AXIS_ACCC8E2B41F7"
+
+_PLC_IDENTITY = ((0x00, b"Schneider Electric"), (0x01, b"BMX P34 2020"), (0x02, b"v3.50"))
+
+_LLDP_SYSDESC = (b"Cisco IOS Software [Dublin], ISR Software "
+                 b"(ARMV8EB_LINUX_IOSD-UNIVERSALK9_IAS-M), Version 17.12.3, RELEASE SOFTWARE (fc7)")
+
+
+@dataclass(frozen=True)
+class _Stack:
+    """How a host's TCP/IP stack shapes its packets."""
+
+    ttl: int
+    syn_win: int
+    syn_opts: bytes
+    scaled_win: int | None
+    eph_ports: tuple[int, int]
+    sequential_ports: bool
+    arp_life: float
+    delayed_ack: tuple[float, float]
+
+
+_OPT_MSS = struct.pack("!BBH", 2, 4, _MSS)
+_OPT_NOP, _OPT_SACK_OK = b"\x01", b"\x04\x02"
+
+
+def _opt_wscale(shift: int) -> bytes:
+    return bytes([3, 3, shift])
+
+
+_WS_OPTS = _OPT_MSS + _OPT_NOP + _opt_wscale(8) + _OPT_NOP * 2 + _OPT_SACK_OK
+_LINUX_OPTS = _OPT_MSS + _OPT_NOP * 2 + _OPT_SACK_OK + _OPT_NOP + _opt_wscale(7)
+_CDN_OPTS = _OPT_MSS + _OPT_NOP * 2 + _OPT_SACK_OK + _OPT_NOP + _opt_wscale(9)
+
+_STACK_OF = {"gateway": "cisco", "eng-ws01": "windows", "ops-lt02": "windows",
+             "eng-ubuntu03": "linux", "printer": "embedded", "camera": "linux",
+             "phone": "linux", "plc": "embedded", "hmi": "linux"}
+
+_STACKS: dict[str, _Stack] = {
+    "windows": _Stack(128, 64240, _WS_OPTS, 1026, (49152, 65535), True, 120.0, (0.002, 0.2)),
+    "linux": _Stack(64, 64240, _LINUX_OPTS, 502, (32768, 60999), False, 300.0, (0.04, 0.06)),
+    "embedded": _Stack(64, 8192, _OPT_MSS, None, (1024, 5000), True, 300.0,
+                       (0.05, 0.2)),
+    "cisco": _Stack(255, 4128, _OPT_MSS, None, (49152, 65535), False, 14400.0,
+                    (0.05, 0.2)),
+    "internet": _Stack(255, 65535, _CDN_OPTS, 256, (1024, 65535), False, 0.0, (0.04, 0.2)),
+}
+
+
+@dataclass
+class _Node:
+    name: str
+    ip: str
+    mac: str | None
+    stack: _Stack
+    ttl: int
+    rtt: float = 0.0
+    ipid: int = 0
+    next_port: int = 0
+    arp: dict[str, tuple[float, float]] = field(default_factory=dict)
+    dns: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def local(self) -> bool:
+        return self.mac is not None
+
+    def port(self, rng: random.Random) -> int:
+        low, high = self.stack.eph_ports
+        if not self.stack.sequential_ports:
+            return rng.randint(low, high)
+        self.next_port = self.next_port + 1 if low <= self.next_port < high else low
+        return self.next_port
+
+    def next_ipid(self) -> int:
+        self.ipid = (self.ipid + 1) & 0xFFFF
+        return self.ipid
+
+
+@dataclass(frozen=True)
+class _Remote:
+    fqdn: str
+    ip: str
+    rtt: float
+    ttl: int
+    dns_ttl: int
+
+
+_REMOTES = (
+    _Remote("www.example.com", "93.184.216.34", 0.082, 52, 3600),
+    _Remote("stackoverflow.com", "151.101.1.69", 0.014, 58, 300),
+    _Remote("www.msftconnecttest.com", "13.107.4.52", 0.011, 120, 60),
+    _Remote("connectivity-check.ubuntu.com", "185.125.190.17", 0.026, 53, 60),
+    _Remote("time.cloudflare.com", "162.159.200.123", 0.009, 58, 300),
+    _Remote("dispatcher.axis.com", "195.60.68.148", 0.031, 51, 300),
+    _Remote("pbx.example.net", "52.57.104.20", 0.022, 49, 3600),
+)
+
+
+def _http_date(t: float) -> str:
+    return formatdate(_EPOCH + int(t), usegmt=True)
+
+
+def _http_response(status: str, headers: Sequence[tuple[str, str]], body: bytes = b"") -> bytes:
+    lines = [f"HTTP/1.1 {status}", *(f"{k}: {v}" for k, v in headers),
+             f"Content-Length: {len(body)}"]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def _http_request(method: str, target: str, headers: Sequence[tuple[str, str]],
+                  body: bytes = b"") -> bytes:
+    lines = [f"{method} {target} HTTP/1.1", *(f"{k}: {v}" for k, v in headers)]
+    if body:
+        lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def _browser_headers(host: str, ua: str) -> list[tuple[str, str]]:
+    return [
+        ("Host", host),
+        ("Connection", "keep-alive"),
+        ("Upgrade-Insecure-Requests", "1"),
+        ("User-Agent", ua),
+        ("Accept", "text/html,application/xhtml+xml,application/xml;q=0.9,"
+                   "image/avif,image/webp,*/*;q=0.8"),
+        ("Accept-Encoding", "gzip, deflate"),
+        ("Accept-Language", "en-US,en;q=0.9"),
+    ]
+
+
+def _mbap(tid: int, unit: int, pdu: bytes) -> bytes:
+    return struct.pack(">HHHB", tid, 0, len(pdu) + 1, unit) + pdu
+
+
+def _lldp_tlv(kind: int, value: bytes) -> bytes:
+    return struct.pack(">H", (kind << 9) | len(value)) + value
+
+
+def _ntp_stamp(t: float) -> bytes:
+    whole = _EPOCH + _NTP_OFFSET + int(t)
+    frac = int((t - int(t)) * 2**32) & 0xFFFFFFFF
+    return struct.pack(">II", whole, frac)
+
+
+_TCP_FLAG_BITS = {"F": 0x01, "S": 0x02, "R": 0x04, "P": 0x08, "A": 0x10}
+_ETH_IPV4, _ETH_ARP, _ETH_LLDP = 0x0800, 0x0806, 0x88CC
+_PROTO_TCP, _PROTO_UDP = 6, 17
+
+
+def _mac(text: str) -> bytes:
+    return bytes.fromhex(text.replace(":", ""))
+
+
+def _checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\x00"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total > 0xFFFF:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def _ether(dst: str, src: str, ethertype: int, payload: bytes) -> bytes:
+    return _mac(dst) + _mac(src) + struct.pack("!H", ethertype) + payload
+
+
+def _arp(op: int, sha: str, spa: str, tha: str, tpa: str) -> bytes:
+    return (struct.pack("!HHBBH", 1, _ETH_IPV4, 6, 4, op) + _mac(sha) + socket.inet_aton(spa)
+            + _mac(tha) + socket.inet_aton(tpa))
+
+
+def _udp(sport: int, dport: int, payload: bytes) -> bytes:
+    return struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
+
+
+def _tcp(sport: int, dport: int, seq: int, ack: int, flags: str, window: int,
+         options: bytes = b"", payload: bytes = b"") -> bytes:
+    bits = sum(_TCP_FLAG_BITS[f] for f in flags)
+    offset = (5 + len(options) // 4) << 4
+    return (struct.pack("!HHIIBBHHH", sport, dport, seq, ack, offset, bits, window, 0, 0)
+            + options + payload)
+
+
+def _ipv4(src: str, dst: str, proto: int, segment: bytes, *, ttl: int, ident: int,
+          df: bool = True) -> bytes:
+    """IPv4 packet around a TCP/UDP segment, filling in both checksums."""
+    s, d = socket.inet_aton(src), socket.inet_aton(dst)
+    where = 16 if proto == _PROTO_TCP else 6
+    csum = _checksum(s + d + struct.pack("!BBH", 0, proto, len(segment)) + segment)
+    if proto == _PROTO_UDP and csum == 0:
+        csum = 0xFFFF
+    segment = segment[:where] + struct.pack("!H", csum) + segment[where + 2:]
+    header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(segment), ident,
+                         0x4000 if df else 0, ttl, proto, 0, s, d)
+    return header[:10] + struct.pack("!H", _checksum(header)) + header[12:] + segment
+
+
+class _Site:
+    """Event-driven simulation of the demo site; collects frames in capture order."""
+
+    def __init__(self, seed: int) -> None:
+        self.rng = random.Random(seed)
+        self.frames: list[tuple[int, int, bytes]] = []
+        self._events: list[tuple[float, int, Callable[[float], object]]] = []
+        self._event_no = 0
+        self.hosts: dict[str, _Node] = {}
+        for dev in DEMO_DEVICES:
+            name = str(dev["name"])
+            stack = _STACKS[_STACK_OF[name]]
+            node = _Node(name, str(dev["ip"]), str(dev["mac"]), stack, stack.ttl,
+                         ipid=self.rng.getrandbits(16),
+                         next_port=self.rng.randint(*stack.eph_ports))
+            self.hosts[name] = node
+        self.router = self.hosts["gateway"]
+        self.by_ip = {n.ip: n for n in self.hosts.values()}
+        self.remotes: dict[str, tuple[_Node, _Remote]] = {}
+        for r in _REMOTES:
+            node = _Node(r.fqdn, r.ip, None, _STACKS["internet"], r.ttl, rtt=r.rtt,
+                         ipid=self.rng.getrandbits(16))
+            self.remotes[r.fqdn] = (node, r)
+        self.resolver_cache: dict[str, float] = {}
+
+    def at(self, t: float, action: Callable[[float], object]) -> None:
+        if t < DEMO_DURATION:
+            self._event_no += 1
+            heapq.heappush(self._events, (t, self._event_no, action))
+
+    def run(self) -> None:
+        while self._events:
+            t, _, action = heapq.heappop(self._events)
+            action(t)
+
+    def emit(self, t: float, raw: bytes) -> float:
+        if len(raw) < 60:
+            raw += bytes(60 - len(raw))
+        us = round(t * 1_000_000)
+        if us < DEMO_DURATION * 1_000_000:
+            self.frames.append((us, len(self.frames), raw))
+        return t
+
+    def local_delay(self) -> float:
+        return self.rng.uniform(0.00006, 0.0004)
+
+    def reply_delay(self, responder: _Node) -> float:
+        if responder.local:
+            return self.local_delay()
+        return responder.rtt * self.rng.uniform(0.97, 1.12)
+
+    def resolve(self, t: float, src: _Node, target_ip: str) -> float:
+        entry = src.arp.get(target_ip)
+        if entry is not None and entry[0] <= t < entry[1]:
+            return t
+        target = self.by_ip[target_ip]
+        assert src.mac is not None and target.mac is not None
+        refresh = entry is not None and entry[0] <= t
+        self.emit(t, _ether(target.mac if refresh else _BROADCAST, src.mac, _ETH_ARP,
+                            _arp(1, src.mac, src.ip, _ZERO_MAC, target_ip)))
+        t += self.local_delay()
+        self.emit(t, _ether(src.mac, target.mac, _ETH_ARP,
+                            _arp(2, target.mac, target.ip, src.mac, src.ip)))
+        src.arp[target_ip] = (t, t + src.stack.arp_life)
+        target.arp[src.ip] = (t, t + target.stack.arp_life)
+        return t + self.rng.uniform(0.00003, 0.00015)
+
+    def send(self, t: float, src: _Node, dst: _Node, proto: int, segment: bytes, *,
+             df: bool = True) -> float:
+        if src.local:
+            sender, hop = src, dst if dst.local else self.router
+        else:
+            sender, hop = self.router, dst
+        t = self.resolve(t, sender, hop.ip)
+        assert sender.mac is not None and hop.mac is not None
+        packet = _ipv4(src.ip, dst.ip, proto, segment, ttl=src.ttl, ident=src.next_ipid(), df=df)
+        return self.emit(t, _ether(hop.mac, sender.mac, _ETH_IPV4, packet))
+
+    def garp(self, t: float, host: _Node) -> float:
+        assert host.mac is not None
+        return self.emit(t, _ether(_BROADCAST, host.mac, _ETH_ARP,
+                                   _arp(1, host.mac, host.ip, _ZERO_MAC, host.ip)))
+
+    def arp_probe(self, t: float, host: _Node) -> float:
+        assert host.mac is not None
+        return self.emit(t, _ether(_BROADCAST, host.mac, _ETH_ARP,
+                                   _arp(1, host.mac, "0.0.0.0", _ZERO_MAC, host.ip)))
+
+    def dhcp(self, t: float, host: _Node, *, hostname: str, vendor_class: str | None,
+             params: Sequence[int], client_id: bool = True) -> float:
+        assert host.mac is not None and self.router.mac is not None
+        rng = self.rng
+        mac_bytes = bytes.fromhex(host.mac.replace(":", ""))
+        xid = rng.getrandbits(32)
+        ident: list[tuple[str, object]] = []
+        if client_id:
+            ident.append(("client_id", b"\x01" + mac_bytes))
+        ident.append(("hostname", hostname.encode()))
+        if vendor_class:
+            ident.append(("vendor_class_id", vendor_class.encode()))
+        ident.append(("param_req_list", list(params)))
+        lease = [("server_id", self.router.ip), ("lease_time", 86400), ("renewal_time", 43200),
+                 ("rebinding_time", 75600), ("subnet_mask", "255.255.255.0"),
+                 ("router", self.router.ip), ("name_server", self.router.ip),
+                 ("domain", _DOMAIN.encode())]
+
+        def client(msg: str, extra: list[tuple[str, object]], secs: int) -> bytes:
+            assert host.mac is not None
+            bootp = bytes(BOOTP(op=1, xid=xid, secs=secs, chaddr=mac_bytes + bytes(10))
+                          / DHCP(options=_padded([("message-type", msg), *extra, *ident])))
+            packet = _ipv4("0.0.0.0", "255.255.255.255", _PROTO_UDP, _udp(68, 67, bootp),
+                           ttl=host.ttl, ident=host.next_ipid(), df=False)
+            return _ether(_BROADCAST, host.mac, _ETH_IPV4, packet)
+
+        def server(msg: str) -> bytes:
+            assert host.mac is not None and self.router.mac is not None
+            bootp = bytes(BOOTP(op=2, xid=xid, yiaddr=host.ip, siaddr=self.router.ip,
+                                chaddr=mac_bytes + bytes(10))
+                          / DHCP(options=_padded([("message-type", msg), *lease])))
+            packet = _ipv4(self.router.ip, host.ip, _PROTO_UDP, _udp(67, 68, bootp),
+                           ttl=self.router.ttl, ident=self.router.next_ipid(), df=False)
+            return _ether(host.mac, self.router.mac, _ETH_IPV4, packet)
+
+        self.emit(t, client("discover", [], 0))
+        t += rng.uniform(0.0015, 0.004)
+        self.emit(t, server("offer"))
+        t += rng.uniform(0.0005, 0.003)
+        self.emit(t, client("request", [("requested_addr", host.ip),
+                                        ("server_id", self.router.ip)], 0))
+        t += rng.uniform(0.0015, 0.004)
+        self.emit(t, server("ack"))
+        self.router.arp[host.ip] = (t, t + self.router.stack.arp_life)
+        t += rng.uniform(0.02, 0.2)
+        self.arp_probe(t, host)
+        t += rng.uniform(1.0, 2.0)
+        return self.garp(t, host) + rng.uniform(0.05, 0.3)
+
+    def lookup(self, t: float, host: _Node, fqdn: str, *, aaaa: bool = False
+               ) -> tuple[float, _Node]:
+        remote, meta = self.remotes[fqdn]
+        if host.dns.get(fqdn, -1.0) > t:
+            return t, remote
+        rng = self.rng
+        fetched = self.resolver_cache.get(fqdn)
+        if fetched is not None and fetched <= t < fetched + meta.dns_ttl:
+            ttl = meta.dns_ttl - int(t - fetched)
+            delay = rng.uniform(0.0003, 0.0009)
+        else:
+            self.resolver_cache[fqdn] = t
+            ttl = meta.dns_ttl
+            delay = rng.uniform(0.008, 0.045)
+        queries: list[tuple[str, DNSRR | None]] = [
+            ("A", DNSRR(rrname=fqdn, type="A", ttl=ttl, rdata=remote.ip))]
+        if aaaa:
+            queries.append(("AAAA", None))
+        answered = t
+        for qtype, answer in queries:
+            sport = rng.randint(49152, 65535)
+            qid = rng.getrandbits(16)
+            question = DNSQR(qname=fqdn, qtype=qtype)
+            self.send(t, host, self.router, _PROTO_UDP,
+                      _udp(sport, 53, bytes(DNS(id=qid, rd=1, qd=[question]))), df=False)
+            reply_t = t + delay + rng.uniform(0.00005, 0.0003)
+            response = DNS(id=qid, qr=1, rd=1, ra=1, qd=[question],
+                           an=[answer] if answer is not None else [])
+            self.send(reply_t, self.router, host, _PROTO_UDP, _udp(53, sport, bytes(response)),
+                      df=False)
+            answered = max(answered, reply_t)
+            t += rng.uniform(0.0001, 0.0006)
+        host.dns[fqdn] = answered + ttl
+        return answered + rng.uniform(0.0001, 0.001), remote
+
+    def http(self, t: float, client: _Node, server: _Node,
+             exchanges: Sequence[tuple[bytes, bytes]], *, server_closes: bool = False,
+             linger: tuple[float, float] = (0.5, 6.0), work: tuple[float, float] = (0.001, 0.02),
+             ) -> float:
+        conn = _Tcp(self, client, server, 80)
+        t = conn.open(t)
+        for i, (request, response) in enumerate(exchanges):
+            if i:
+                t += self.rng.uniform(0.05, 1.2)
+            t = conn.push(t + self.rng.uniform(0.0001, 0.002), True, request)
+            t = conn.push(t + self.reply_delay(server) + self.rng.uniform(*work), False, response)
+            t = conn.ack(t + self.rng.uniform(*client.stack.delayed_ack), True)
+        return conn.close(t + self.rng.uniform(*linger), by_client=not server_closes)
+
+
+def _padded(options: list[tuple[str, object]]) -> list[object]:
+    base: list[object] = [*options, "end"]
+    size = len(bytes(DHCP(options=base)))
+    return base + ["pad"] * max(0, 300 - 240 - size)
+
+
+class _Tcp:
+    """One TCP connection with real sequence/acknowledgement bookkeeping."""
+
+    def __init__(self, site: _Site, client: _Node, server: _Node, dport: int) -> None:
+        self.site = site
+        self.client = client
+        self.server = server
+        self.sport = client.port(site.rng)
+        self.dport = dport
+        self.seq = {True: site.rng.getrandbits(32), False: site.rng.getrandbits(32)}
+        self.scaled = client.stack.scaled_win is not None and server.stack.scaled_win is not None
+
+    def _segment(self, t: float, from_client: bool, flags: str, payload: bytes = b"") -> float:
+        src, dst = (self.client, self.server) if from_client else (self.server, self.client)
+        syn = "S" in flags
+        if syn:
+            window, options = src.stack.syn_win, src.stack.syn_opts
+        else:
+            scaled = src.stack.scaled_win if self.scaled else None
+            window, options = scaled or src.stack.syn_win, b""
+        sport, dport = (self.sport, self.dport) if from_client else (self.dport, self.sport)
+        segment = _tcp(sport, dport, self.seq[from_client],
+                       self.seq[not from_client] if "A" in flags else 0, flags, window, options,
+                       payload)
+        t = self.site.send(t, src, dst, _PROTO_TCP, segment)
+        grow = len(payload) + (1 if syn or "F" in flags else 0)
+        self.seq[from_client] = (self.seq[from_client] + grow) & 0xFFFFFFFF
+        return t
+
+    def open(self, t: float) -> float:
+        t = self._segment(t, True, "S")
+        t = self._segment(t + self.site.reply_delay(self.server), False, "SA")
+        return self._segment(t + self.site.reply_delay(self.client), True, "A")
+
+    def push(self, t: float, from_client: bool, data: bytes) -> float:
+        sender, receiver = (self.client, self.server) if from_client else (self.server, self.client)
+        chunks = [data[i:i + _MSS] for i in range(0, len(data), _MSS)]
+        gap = (0.00002, 0.00006) if sender.local else (0.0001, 0.0004)
+        for i, chunk in enumerate(chunks):
+            last = i == len(chunks) - 1
+            t = self._segment(t, from_client, "PA" if last else "A", chunk)
+            if i % 2 == 1 and not last:
+                self._segment(t + self.site.reply_delay(receiver), not from_client, "A")
+            if not last:
+                t += self.site.rng.uniform(*gap)
+        return t
+
+    def ack(self, t: float, by_client: bool) -> float:
+        return self._segment(t, by_client, "A")
+
+    def close(self, t: float, by_client: bool) -> float:
+        closer, other = (self.client, self.server) if by_client else (self.server, self.client)
+        t = self._segment(t, by_client, "FA")
+        t = self._segment(t + self.site.reply_delay(other), not by_client, "FA")
+        return self._segment(t + self.site.reply_delay(closer), by_client, "A")
+
+
+class _Scenario:
+    """What each device does during the fifteen minutes."""
+
+    def __init__(self, seed: int) -> None:
+        self.site = _Site(seed)
+        self.rng = self.site.rng
+        self.h = self.site.hosts
+        self.registers = [412, 655, 218, 1180, 1450, 0, 0, 0, 0, 0, 600, 250, 1500, 0, 0, 0,
+                          0, 0, 0, 0]
+        self.coils = 0b0000_0000_0010_1101
+        self.setpoint_polls = set(self.rng.sample(range(20, 400), 3))
+        self.modbus: _Tcp | None = None
+        self.tid = 0
+        self.poll_no = 0
+        self.sip_cseq = 0
+        self.sip_call_id = ""
+        self.sip_tag = ""
+        self.sip_nonce = ""
+        self.first_visits: dict[str, list[str]] = {}
+
+    def build(self) -> list[tuple[int, int, bytes]]:
+        site, rng = self.site, self.rng
+        site.at(rng.uniform(0.05, 0.8), self.lldp)
+        site.at(rng.uniform(1.0, 2.0), self.plc_boot)
+        site.at(rng.uniform(8.0, 10.0), self.hmi_boot)
+        site.at(rng.uniform(12.0, 16.0), self.camera_boot)
+        site.at(rng.uniform(22.0, 28.0), self.printer_boot)
+        site.at(rng.uniform(30.0, 36.0), self.phone_boot)
+        site.at(rng.uniform(60.0, 80.0), lambda t: self.workstation_boot(t, "eng-ws01"))
+        site.at(rng.uniform(170.0, 210.0), lambda t: self.workstation_boot(t, "ops-lt02"))
+        site.at(rng.uniform(280.0, 320.0), lambda t: self.workstation_boot(t, "eng-ubuntu03"))
+        site.run()
+        return sorted(site.frames)
+
+    def lldp(self, t: float) -> None:
+        router = self.site.router
+        assert router.mac is not None
+        body = b"".join([
+            _lldp_tlv(1, b"\x04" + _mac(router.mac)),
+            _lldp_tlv(2, b"\x05Gi0/1/0"),
+            _lldp_tlv(3, struct.pack(">H", 120)),
+            _lldp_tlv(4, b"GigabitEthernet0/1/0"),
+            _lldp_tlv(5, b"gw-plant01"),
+            _lldp_tlv(6, _LLDP_SYSDESC),
+            _lldp_tlv(7, struct.pack(">HH", 0x0014, 0x0010)),
+            _lldp_tlv(8, bytes([5, 1]) + socket.inet_aton(router.ip) + b"\x02"
+                      + struct.pack(">I", 9) + b"\x00"),
+            _lldp_tlv(0, b""),
+        ])
+        self.site.emit(t, _ether("01:80:c2:00:00:0e", router.mac, _ETH_LLDP, body))
+        self.site.at(t + 30.0 + self.rng.uniform(-0.02, 0.02), self.lldp)
+
+    def plc_boot(self, t: float) -> None:
+        plc = self.h["plc"]
+        t = self.site.garp(t, plc) + self.rng.uniform(0.8, 1.2)
+        self.site.garp(t, plc)
+
+    def hmi_boot(self, t: float) -> None:
+        site, hmi, plc = self.site, self.h["hmi"], self.h["plc"]
+        t = site.garp(t, hmi) + self.rng.uniform(1.5, 3.0)
+        self.modbus = _Tcp(site, hmi, plc, 502)
+        self.tid = self.rng.randint(1, 200)
+        t = self.modbus.open(t)
+        site.at(t + self.rng.uniform(0.05, 0.3), self.hmi_poll)
+
+    def _modbus_exchange(self, t: float, conn: _Tcp, tid: int, pdu: bytes,
+                         reply: bytes, unit: int = 1) -> float:
+        t = conn.push(t, True, _mbap(tid, unit, pdu))
+        return conn.push(t + self.rng.uniform(0.002, 0.009), False, _mbap(tid, unit, reply))
+
+    def _read_holding(self, start: int, count: int) -> bytes:
+        values = self.registers[start:start + count]
+        return struct.pack(">BB", 3, 2 * len(values)) + struct.pack(f">{len(values)}H", *values)
+
+    def _drift(self) -> None:
+        regs, rng = self.registers, self.rng
+        regs[0] = min(950, max(150, regs[0] + rng.randint(-4, 5)))
+        regs[1] = min(720, max(600, regs[1] + rng.randint(-2, 2)))
+        regs[2] = min(260, max(180, regs[2] + rng.randint(-3, 3)))
+        regs[3] = max(0, regs[3] + rng.randint(-15, 15))
+        regs[4] = 1450 + rng.randint(-6, 6)
+        regs[5] = (regs[5] + 1) & 0xFFFF
+        if rng.random() < 0.02:
+            self.coils ^= 1 << rng.randint(0, 5)
+
+    def hmi_poll(self, t: float) -> None:
+        site, rng, conn = self.site, self.rng, self.modbus
+        assert conn is not None
+        self._drift()
+        self.tid = (self.tid + 1) & 0xFFFF
+        t = self._modbus_exchange(t, conn, self.tid, struct.pack(">BHH", 3, 0, 20),
+                                  self._read_holding(0, 20))
+        self.tid = (self.tid + 1) & 0xFFFF
+        coils = struct.pack(">BB", 1, 2) + struct.pack("<H", self.coils)
+        t = self._modbus_exchange(t + rng.uniform(0.0002, 0.001), conn, self.tid,
+                                  struct.pack(">BHH", 1, 0, 16), coils)
+        if self.poll_no in self.setpoint_polls:
+            value = rng.choice([550, 575, 600, 625, 650])
+            self.registers[10] = value
+            self.tid = (self.tid + 1) & 0xFFFF
+            write = struct.pack(">BHH", 6, 10, value)
+            t = self._modbus_exchange(t + rng.uniform(0.0002, 0.001), conn, self.tid,
+                                      write, write)
+        conn.ack(t + rng.uniform(*conn.client.stack.delayed_ack), True)
+        self.poll_no += 1
+        site.at(t + 2.0 + rng.uniform(-0.015, 0.015), self.hmi_poll)
+
+    def camera_boot(self, t: float) -> None:
+        site, rng, cam = self.site, self.rng, self.h["camera"]
+        t = site.garp(t, cam) + rng.uniform(0.5, 1.0)
+        t = site.garp(t, cam) + rng.uniform(2.0, 4.0)
+        self.ssdp_notify(t)
+        t += rng.uniform(0.5, 1.5)
+        self.ntp_burst(t)
+        site.at(t + rng.uniform(10.0, 20.0), self.camera_heartbeat)
+
+    def ssdp_notify(self, t: float) -> None:
+        site, cam = self.site, self.h["camera"]
+        assert cam.mac is not None
+        uuid = "Upnp-BasicDevice-1_0-ACCC8E2B41F7"
+        for nt, usn in (("upnp:rootdevice", f"uuid:{uuid}::upnp:rootdevice"),
+                        (f"uuid:{uuid}", f"uuid:{uuid}"),
+                        ("urn:axis-com:service:BasicService:1",
+                         f"uuid:{uuid}::urn:axis-com:service:BasicService:1")):
+            body = ("NOTIFY * HTTP/1.1\r\nHOST: 239.255.255.250:1900\r\n"
+                    "CACHE-CONTROL: max-age=1800\r\n"
+                    f"LOCATION: http://{cam.ip}:49152/rootdesc1.xml\r\n"
+                    "OPT: \"http://schemas.upnp.org/upnp/1/0/\"; ns=01\r\n"
+                    f"NT: {nt}\r\nNTS: ssdp:alive\r\n"
+                    "SERVER: Linux/4.19.217-axis8, UPnP/1.0, "
+                    "Portable SDK for UPnP devices/1.14.18\r\n"
+                    f"USN: {usn}\r\n\r\n").encode()
+            packet = _ipv4(cam.ip, "239.255.255.250", _PROTO_UDP, _udp(1900, 1900, body), ttl=2,
+                           ident=cam.next_ipid(), df=False)
+            site.emit(t, _ether("01:00:5e:7f:ff:fa", cam.mac, _ETH_IPV4, packet))
+            t += self.rng.uniform(0.0005, 0.003)
+        site.at(t + self.rng.uniform(280.0, 320.0), self.ssdp_notify)
+
+    def ntp_burst(self, t: float, count: int = 4) -> None:
+        for _ in range(count):
+            t = self.ntp_query(t) + self.rng.uniform(1.9, 2.1)
+        self.site.at(t + 128.0 + self.rng.uniform(-1.0, 1.0),
+                     lambda t2: self.ntp_burst(t2, count=1))
+
+    def ntp_query(self, t: float) -> float:
+        site, rng, cam = self.site, self.rng, self.h["camera"]
+        t, server = site.lookup(t, cam, "time.cloudflare.com")
+        sport = rng.randint(32768, 60999)
+        request = bytes([0x23, 0, 6, 0xE9]) + bytes(36) + _ntp_stamp(t)
+        site.send(t, cam, server, _PROTO_UDP, _udp(sport, 123, request))
+        back = t + site.reply_delay(server)
+        received = t + server.rtt / 2
+        reply = (bytes([0x24, 3, 6, 0xE7]) + struct.pack(">II", 0x0000_00A1, 0x0000_0120)
+                 + bytes([10, 12, 8, 17]) + _ntp_stamp(received - 14.3) + _ntp_stamp(t)
+                 + _ntp_stamp(received) + _ntp_stamp(received + 0.000021))
+        return site.send(back, server, cam, _PROTO_UDP, _udp(123, sport, reply))
+
+    def camera_heartbeat(self, t: float) -> None:
+        site, rng, cam = self.site, self.rng, self.h["camera"]
+        t, cloud = site.lookup(t, cam, "dispatcher.axis.com")
+        body = (f'{{"serial":"ACCC8E2B41F7","model":"P3245-LV","firmware":"10.12.220",'
+                f'"uptime":{int(t)},"streams":{rng.randint(0, 2)}}}').encode()
+        request = _http_request("POST", "/api/v1/heartbeat", [
+            ("Host", "dispatcher.axis.com"), ("User-Agent", _UA_CAMERA), ("Accept", "*/*"),
+            ("Content-Type", "application/json"), ("Connection", "close")], body)
+        reply = b'{"status":"ok","interval":60}'
+        response = _http_response("200 OK", [
+            ("Date", _http_date(t)), ("Server", "nginx"),
+            ("Content-Type", "application/json"), ("Connection", "close")], reply)
+        site.http(t, cam, cloud, [(request, response)], server_closes=True,
+                  linger=(0.0001, 0.0005), work=(0.003, 0.015))
+        site.at(t + 60.0 + rng.uniform(-0.5, 0.5), self.camera_heartbeat)
+
+    def printer_boot(self, t: float) -> None:
+        site, printer = self.site, self.h["printer"]
+        t = site.dhcp(t, printer, hostname="HP-LaserJet-M404",
+                      vendor_class="Hewlett-Packard JetDirect",
+                      params=[1, 3, 6, 12, 15, 28, 44, 47, 51, 58, 59, 81, 119, 252])
+        for _ in range(2):
+            t = self.mdns_announce(t) + self.rng.uniform(1.0, 1.1)
+
+    def mdns_announce(self, t: float) -> float:
+        site, printer = self.site, self.h["printer"]
+        assert printer.mac is not None
+        instance = "HP LaserJet Pro M404dn [62183B]._ipp._tcp.local"
+        target = "HP-LaserJet-M404.local"
+        txt = [b"txtvers=1", b"qtotal=1", b"rp=ipp/print", b"ty=HP LaserJet Pro M404dn",
+               b"product=(HP LaserJet Pro M404dn)", b"pdl=application/pdf,image/urf",
+               b"UUID=564e4333-3931-3033-3343-a08cfd62183b"]
+        answers = [
+            DNSRR(rrname="_ipp._tcp.local", type="PTR", ttl=4500, rdata=instance),
+            DNSRRSRV(rrname=instance, cacheflush=1, ttl=120, priority=0, weight=0, port=631,
+                     target=target),
+            DNSRR(rrname=instance, type="TXT", cacheflush=1, ttl=4500, rdata=txt),
+            DNSRR(rrname=target, type="A", cacheflush=1, ttl=120, rdata=printer.ip),
+        ]
+        message = bytes(DNS(id=0, qr=1, aa=1, rd=0, qd=[], an=answers))
+        packet = _ipv4(printer.ip, "224.0.0.251", _PROTO_UDP, _udp(5353, 5353, message),
+                       ttl=255, ident=printer.next_ipid(), df=False)
+        return site.emit(t, _ether("01:00:5e:00:00:fb", printer.mac, _ETH_IPV4, packet))
+
+    def phone_boot(self, t: float) -> None:
+        site, phone = self.site, self.h["phone"]
+        t = site.dhcp(t, phone, hostname="Polycom_0004f2a1b2c3", vendor_class="Polycom-VVX411",
+                      params=[1, 3, 6, 12, 15, 28, 42, 43, 66, 150, 160])
+        self.sip_call_id = f"{self.rng.getrandbits(64):016x}"
+        self.sip_tag = f"{self.rng.getrandbits(32):08X}-{self.rng.getrandbits(16):04X}"
+        self.sip_register(t + self.rng.uniform(3.0, 6.0))
+
+    def sip_register(self, t: float) -> None:
+        site, rng, phone = self.site, self.rng, self.h["phone"]
+        t, pbx = site.lookup(t, phone, "pbx.example.net")
+        if not self.sip_nonce:
+            self.sip_nonce = f"{rng.getrandbits(96):024x}"
+            t = self._sip_transaction(t, pbx, authorized=False) + rng.uniform(0.005, 0.02)
+        t = self._sip_transaction(t, pbx, authorized=True)
+        site.at(t + 300 * rng.uniform(0.88, 0.92), self.sip_register)
+
+    def _sip_transaction(self, t: float, pbx: _Node, *, authorized: bool) -> float:
+        site, phone = self.site, self.h["phone"]
+        self.sip_cseq += 1
+        request = self._sip_request(authorized)
+        site.send(t, phone, pbx, _PROTO_UDP, _udp(5060, 5060, request), df=False)
+        t += site.reply_delay(pbx) + self.rng.uniform(0.001, 0.004)
+        status = "200 OK" if authorized else "401 Unauthorized"
+        response = self._sip_response(status, t)
+        return site.send(t, pbx, phone, _PROTO_UDP, _udp(5060, 5060, response), df=False)
+
+    def _sip_headers(self, to_tag: str = "") -> list[str]:
+        phone = self.h["phone"]
+        return [
+            f"Via: SIP/2.0/UDP {phone.ip}:5060;branch=z9hG4bK{self.sip_cseq:03d}"
+            f"{self.sip_call_id[:8]};rport",
+            f'From: "Reception" <sip:201@pbx.example.net>;tag={self.sip_tag}',
+            "To: <sip:201@pbx.example.net>" + (f";tag={to_tag}" if to_tag else ""),
+            f"CSeq: {self.sip_cseq} REGISTER",
+            f"Call-ID: {self.sip_call_id}",
+        ]
+
+    def _sip_request(self, auth: bool) -> bytes:
+        phone = self.h["phone"]
+        lines = ["REGISTER sip:pbx.example.net SIP/2.0", *self._sip_headers(),
+                 f"Contact: <sip:201@{phone.ip}:5060>;methods=\"INVITE, ACK, BYE, CANCEL, "
+                 "OPTIONS, INFO, MESSAGE, SUBSCRIBE, NOTIFY, PRACK, UPDATE, REFER\"",
+                 f"User-Agent: {_UA_PHONE}", "Accept-Language: en", "Max-Forwards: 70",
+                 "Expires: 300"]
+        if auth:
+            digest = hashlib.md5(f"{self.sip_nonce}:{self.sip_cseq}".encode()).hexdigest()
+            lines.append('Authorization: Digest username="201", realm="asterisk", '
+                         f'nonce="{self.sip_nonce}", uri="sip:pbx.example.net", '
+                         f'response="{digest}", algorithm=MD5')
+        lines.append("Content-Length: 0")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+    def _sip_response(self, status: str, t: float) -> bytes:
+        phone = self.h["phone"]
+        lines = [f"SIP/2.0 {status}", *self._sip_headers(to_tag="as4f1c9e02"),
+                 "Server: Asterisk PBX 20.6.0",
+                 "Allow: INVITE, ACK, CANCEL, OPTIONS, BYE, REFER, SUBSCRIBE, NOTIFY, INFO, "
+                 "PUBLISH, MESSAGE",
+                 "Supported: replaces, timer"]
+        if status.startswith("401"):
+            lines.append(f'WWW-Authenticate: Digest algorithm=MD5, realm="asterisk", '
+                         f'nonce="{self.sip_nonce}"')
+        else:
+            lines += ["Expires: 300", f"Contact: <sip:201@{phone.ip}:5060>;expires=300",
+                      f"Date: {_http_date(t)}"]
+        lines.append("Content-Length: 0")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+    def workstation_boot(self, t: float, name: str) -> None:
+        site, rng, ws = self.site, self.rng, self.h[name]
+        if name == "eng-ubuntu03":
+            t = site.dhcp(t, ws, hostname="eng-ubuntu03",
+                          vendor_class="dhcpcd-10.0.6:Linux-6.8.0-45-generic:x86_64:GenuineIntel",
+                          params=[1, 121, 33, 3, 6, 12, 15, 26, 28, 51, 54, 58, 59, 119])
+            t = self.ubuntu_check(t)
+            site.at(t + rng.uniform(120.0, 200.0), self.engineering_session)
+        else:
+            t = site.dhcp(t, ws, hostname=name.upper(), vendor_class="MSFT 5.0",
+                          params=[1, 3, 6, 15, 31, 33, 43, 44, 46, 47, 119, 121, 249, 252])
+            t = self.ncsi(t + rng.uniform(0.5, 2.0), ws)
+        site.at(t + rng.uniform(8.0, 30.0), lambda t2: self.browse(t2, name))
+
+    def ncsi(self, t: float, ws: _Node) -> float:
+        t, server = self.site.lookup(t, ws, "www.msftconnecttest.com", aaaa=True)
+        request = _http_request("GET", "/connecttest.txt", [
+            ("Connection", "Close"), ("User-Agent", "Microsoft NCSI"),
+            ("Host", "www.msftconnecttest.com")])
+        response = _http_response("200 OK", [
+            ("Cache-Control", "max-age=30, must-revalidate"), ("Content-Type", "text/plain"),
+            ("Last-Modified", "Fri, 04 Sep 2015 22:33:08 GMT"),
+            ("ETag", '"0x8D2B4E7DA4C7B2D"'), ("Date", _http_date(t)),
+            ("Connection", "close")], b"Microsoft Connect Test")
+        return self.site.http(t, ws, server, [(request, response)], server_closes=True,
+                              linger=(0.0001, 0.0004))
+
+    def ubuntu_check(self, t: float) -> float:
+        ws = self.h["eng-ubuntu03"]
+        t, server = self.site.lookup(t, ws, "connectivity-check.ubuntu.com")
+        request = _http_request("GET", "/", [
+            ("Host", "connectivity-check.ubuntu.com"), ("Accept", "*/*"),
+            ("Connection", "close")])
+        response = _http_response("204 No Content", [
+            ("Date", _http_date(t)), ("Server", "nginx"), ("Connection", "close"),
+            ("X-NetworkManager-Status", "online")])
+        t = self.site.http(t, ws, server, [(request, response)], server_closes=True,
+                           linger=(0.0001, 0.0004))
+        self.site.at(t + 300.0, self.ubuntu_check)
+        return t
+
+    def browse(self, t: float, name: str) -> None:
+        rng, ws = self.rng, self.h[name]
+        ua = {"eng-ws01": _UA_CHROME, "ops-lt02": _UA_EDGE}.get(name, _UA_FIREFOX)
+        todo = self.first_visits.setdefault(name, rng.sample(["printer", "camera"], 2))
+        if todo:
+            choice = todo.pop()
+        else:
+            choice = rng.choices(["printer", "camera", "example", "stackoverflow"],
+                                 weights=[2, 3, 3, 2])[0]
+        if choice == "printer":
+            self.visit_printer(t, ws, ua)
+        elif choice == "camera":
+            self.visit_camera(t, ws, ua)
+        elif choice == "example":
+            self.visit_example(t, ws, ua)
+        else:
+            self.visit_stackoverflow(t, ws, ua)
+        self.site.at(t + rng.uniform(25.0, 95.0), lambda t2: self.browse(t2, name))
+
+    def visit_printer(self, t: float, ws: _Node, ua: str) -> None:
+        rng, printer = self.rng, self.h["printer"]
+        black, pages = rng.randint(18, 64), rng.randint(10_200, 10_900)
+
+        def table(title: str, rows: Sequence[tuple[str, object]]) -> str:
+            cells = "\n".join(f'<tr><td class="label">{label}</td><td class="value">{value}</td>'
+                              "</tr>" for label, value in rows)
+            return f'<h2>{title}</h2>\n<table class="status">\n{cells}\n</table>\n'
+
+        page = "".join([
+            '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n',
+            "<title>HP LaserJet Pro M404dn - HP-LaserJet-M404</title>\n",
+            '<link rel="stylesheet" href="/hp/device/css/ews.css">\n</head>\n<body>\n',
+            '<div id="header"><h1>HP LaserJet Pro M404dn</h1>',
+            '<span class="host">HP-LaserJet-M404</span></div>\n',
+            '<div id="nav"><ul><li class="active">Home</li><li>Print</li><li>Supplies</li>',
+            "<li>Network</li><li>Security</li><li>General</li></ul></div>\n",
+            '<div id="content">\n',
+            table("Device Status", [
+                ("Status", "Ready"), ("Product Name", "HP LaserJet Pro M404dn"),
+                ("Product Number", "W1A53A"), ("Serial Number", "PHBBL20817"),
+                ("Firmware Datecode", "20240110"), ("Total Pages Printed", pages)]),
+            table("Supplies", [
+                ("Black Cartridge", f"{black}% (CF258A)"), ("Tray 1", "Letter, Plain"),
+                ("Tray 2", "Letter, Plain"), ("Output Bin", "OK")]),
+            table("Network Summary", [
+                ("Host Name", "HP-LaserJet-M404"), ("IPv4 Address", printer.ip),
+                ("Hardware Address", "A0:8C:FD:62:18:3B"), ("Config By", "DHCP"),
+                ("Default Gateway", self.site.router.ip), ("Link Speed", "1000TX Full"),
+                ("Bonjour Service Name", "HP LaserJet Pro M404dn [62183B]")]),
+            '</div>\n<div id="footer">&copy; Copyright 2024 HP Development Company, L.P.'
+            "</div>\n</body>\n</html>\n",
+        ]).encode()
+        request = _http_request("GET", "/", _browser_headers(printer.ip, ua))
+        response = _http_response("200 OK", [
+            ("Server", _PRINTER_SERVER), ("Content-Type", "text/html; charset=UTF-8"),
+            ("Cache-Control", "no-cache"), ("Date", _http_date(t))], page)
+        self.site.http(t, ws, printer, [(request, response)], work=(0.01, 0.06))
+
+    def visit_camera(self, t: float, ws: _Node, ua: str) -> None:
+        rng, cam = self.rng, self.h["camera"]
+        nonce = f"{rng.getrandbits(128):032x}"
+        cnonce = f"{rng.getrandbits(64):016x}"
+
+        def authorization(uri: str, nc: int) -> str:
+            digest = hashlib.md5(f"{nonce}:{uri}:{nc}:{cnonce}".encode()).hexdigest()
+            return (f'Digest username="operator", realm="{_CAMERA_REALM}", nonce="{nonce}", '
+                    f'uri="{uri}", algorithm=MD5, response="{digest}", qop=auth, '
+                    f'nc={nc:08x}, cnonce="{cnonce}"')
+
+        denied = (b"<html><head><title>401 Unauthorized</title></head>"
+                  b"<body>Authorization required.</body></html>")
+        index = (b"<!DOCTYPE html>\n<html>\n<head>\n<meta charset=\"utf-8\">\n"
+                 b"<title>AXIS P3245-LV Network Camera</title>\n"
+                 b"<script src=\"/camera/js/app.js\"></script>\n</head>\n<body>\n"
+                 b"<div id=\"root\" data-model=\"P3245-LV\" data-serial=\"ACCC8E2B41F7\"></div>\n"
+                 b"</body>\n</html>\n")
+        params = (b"root.Brand.Brand=AXIS\nroot.Brand.ProdFullName=AXIS P3245-LV Network Camera\n"
+                  b"root.Brand.ProdNbr=P3245-LV\nroot.Brand.ProdShortName=AXIS P3245-LV\n"
+                  b"root.Brand.ProdType=Network Camera\nroot.Brand.WebURL=http://www.axis.com\n"
+                  b"root.Properties.Firmware.Version=10.12.220\n"
+                  b"root.Properties.Firmware.BuildDate=Dec 06 2023 10:21\n")
+        param_uri = "/axis-cgi/param.cgi?action=list&group=root.Brand,root.Properties.Firmware"
+        base = _browser_headers(cam.ip, ua)
+        common = [("Date", _http_date(t)), ("Server", "Apache")]
+        exchanges = [
+            (_http_request("GET", "/", base),
+             _http_response("401 Unauthorized", [
+                 *common,
+                 ("WWW-Authenticate", f'Digest realm="{_CAMERA_REALM}", nonce="{nonce}", '
+                                      'algorithm=MD5, qop="auth"'),
+                 ("Content-Type", "text/html; charset=iso-8859-1")], denied)),
+            (_http_request("GET", "/", [*base, ("Authorization", authorization("/", 1))]),
+             _http_response("200 OK", [*common, ("Content-Type", "text/html")], index)),
+            (_http_request("GET", param_uri,
+                           [*base, ("Authorization", authorization(param_uri, 2))]),
+             _http_response("200 OK", [*common, ("Content-Type", "text/plain")], params)),
+        ]
+        self.site.http(t, ws, cam, exchanges, work=(0.004, 0.03))
+
+    def visit_example(self, t: float, ws: _Node, ua: str) -> None:
+        t, server = self.site.lookup(t, ws, "www.example.com", aaaa=True)
+        page = (b"<!doctype html>\n<html>\n<head>\n<title>Example Domain</title>\n"
+                b"<meta charset=\"utf-8\" />\n"
+                b"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\" />\n"
+                b"</head>\n<body>\n<div>\n<h1>Example Domain</h1>\n"
+                b"<p>This domain is reserved for use in illustrative examples in documents.</p>\n"
+                b"<p><a href=\"https://www.iana.org/domains/example\">More information</a></p>\n"
+                b"</div>\n</body>\n</html>\n")
+        request = _http_request("GET", "/", _browser_headers("www.example.com", ua))
+        response = _http_response("200 OK", [
+            ("Age", str(self.rng.randint(10_000, 600_000))),
+            ("Cache-Control", "max-age=604800"), ("Content-Type", "text/html; charset=UTF-8"),
+            ("Date", _http_date(t)), ("Etag", '"3147526947+ident"'),
+            ("Expires", _http_date(t + 604800)),
+            ("Last-Modified", "Thu, 17 Oct 2019 07:18:26 GMT"),
+            ("Server", "ECS (nyd/D184)"), ("Vary", "Accept-Encoding"), ("X-Cache", "HIT")],
+            page)
+        self.site.http(t, ws, server, [(request, response)], linger=(4.0, 15.0))
+
+    def visit_stackoverflow(self, t: float, ws: _Node, ua: str) -> None:
+        t, server = self.site.lookup(t, ws, "stackoverflow.com", aaaa=True)
+        path = self.rng.choice(["/questions/tagged/modbus", "/questions/tagged/plc",
+                                "/questions/tagged/scapy"])
+        request = _http_request("GET", path, _browser_headers("stackoverflow.com", ua))
+        response = _http_response("301 Moved Permanently", [
+            ("Connection", "keep-alive"), ("Location", f"https://stackoverflow.com{path}"),
+            ("Server", "Varnish"), ("Accept-Ranges", "bytes"), ("Date", _http_date(t)),
+            ("Via", "1.1 varnish"), ("X-Served-By", "cache-fra-eddf8230047-FRA"),
+            ("X-Cache", "HIT")])
+        self.site.http(t, ws, server, [(request, response)], linger=(0.05, 0.3))
+
+    def engineering_session(self, t: float) -> None:
+        site, rng = self.site, self.rng
+        conn = _Tcp(site, self.h["eng-ubuntu03"], self.h["plc"], 502)
+        t = conn.open(t)
+        identity = b"".join(bytes([oid, len(value)]) + value for oid, value in _PLC_IDENTITY)
+        reply = bytes([0x2B, 0x0E, 0x01, 0x81, 0x00, 0x00, len(_PLC_IDENTITY)]) + identity
+        t = self._modbus_exchange(t + rng.uniform(0.001, 0.01), conn, 1,
+                                  bytes([0x2B, 0x0E, 0x01, 0x00]), reply, unit=255)
+        t = conn.ack(t + rng.uniform(0.04, 0.06), True)
+        t = self._modbus_exchange(t + rng.uniform(0.2, 1.0), conn, 2,
+                                  struct.pack(">BHH", 3, 0, 10), self._read_holding(0, 10),
+                                  unit=255)
+        conn.close(t + rng.uniform(0.001, 0.01), by_client=True)
+
+
+def build_demo_capture(path: str | pathlib.Path, *, seed: int = 7) -> pathlib.Path:
+    """Write the demo site's capture (classic pcap, Ethernet, µs) to ``path`` and return it."""
+    out = pathlib.Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    frames = _Scenario(seed).build()
+    writer = PcapWriter(str(out), linktype=1, endianness="<", sync=False)
+    try:
+        writer.write_header(None)
+        for us, _, raw in frames:
+            sec, usec = divmod(us, 1_000_000)
+            writer.write_packet(raw, sec=_EPOCH + sec, usec=usec)
+    finally:
+        writer.close()
+    return out

@@ -1,0 +1,42 @@
+"""In-process helpers for tests that analyze captures and read the inventory back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tapwatch.analyze import Analyzer, FileResult
+from tapwatch.store import inventory
+from tapwatch.store.db import open_engine, sessions
+
+CAPTURES = Path(__file__).resolve().parents[1] / ".." / "shared" / "captures"
+
+
+def analyze(db: str | Path, *paths: str | Path) -> list[FileResult]:
+    engine = open_engine(str(db))
+    try:
+        analyzer = Analyzer(engine, sensor="test")
+        return [analyzer.analyze_file(p) for p in paths]
+    finally:
+        engine.dispose()
+
+
+def devices(db: str | Path) -> list[dict[str, Any]]:
+    """The devices as `tapwatch devices list --format json` prints them."""
+    engine = open_engine(str(db))
+    try:
+        with sessions(engine)() as s:
+            devs = inventory.list_devices(s)
+            addrs = inventory.device_addresses(s, [d.id for d in devs])
+            return [inventory.device_json(d, addrs.get(d.id, [])) for d in devs]
+    finally:
+        engine.dispose()
+
+
+def connections(db: str | Path) -> list[dict[str, Any]]:
+    engine = open_engine(str(db))
+    try:
+        with sessions(engine)() as s:
+            return [inventory.connection_json(c) for c in inventory.list_connections(s)]
+    finally:
+        engine.dispose()
