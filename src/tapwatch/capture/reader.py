@@ -7,7 +7,7 @@ the window; it stays valid only until the next chunk is requested.
 
 from __future__ import annotations
 
-import gzip
+import zlib
 import os
 import struct
 from collections.abc import Iterable, Iterator
@@ -33,6 +33,63 @@ PCAP_MAGICS = {
 }
 PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
 GZIP_MAGIC = b"\x1f\x8b"
+
+
+class GzipStream:
+    """Incremental gunzip that keeps everything decompressed before a truncation or corruption.
+
+    gzip.GzipFile raises on a cut-off stream and drops the data of that read call; here
+    the data decoded so far is always returned first, the error only after it.
+    """
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw = raw
+        self._z = zlib.decompressobj(wbits=47)
+        self._pending = b""
+        self._error: Exception | None = None
+        self._done = False
+        self._in_member = False  # data was fed to the current gzip member
+
+    def readinto(self, view: memoryview) -> int:
+        while len(self._pending) < len(view) and not self._done and self._error is None:
+            self._inflate()
+        n = min(len(view), len(self._pending))
+        view[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        if n == 0 and self._error is not None:
+            error, self._error = self._error, None
+            self._done = True
+            raise error
+        return n
+
+    def _inflate(self) -> None:
+        data = self._z.unconsumed_tail or self._raw.read(1 << 20)
+        if not data:
+            if self._in_member and not self._z.eof:
+                self._error = EOFError("gzip stream truncated")
+            self._done = True
+            return
+        try:
+            self._in_member = True
+            self._pending += self._z.decompress(data, 1 << 22)
+        except zlib.error as e:
+            self._error = OSError(f"corrupt gzip data ({e})")
+            return
+        if self._z.eof:
+            rest = self._z.unused_data
+            self._z = zlib.decompressobj(wbits=47)
+            self._in_member = False
+            if rest.strip(b"\0"):  # another member follows (concatenated gzip)
+                self._in_member = True
+                self._pending += self._z.decompress(rest, 1 << 22)
+
+    def read(self, n: int) -> bytes:
+        buf = bytearray(n)
+        got = self.readinto(memoryview(buf))
+        return bytes(buf[:got])
+
+    def close(self) -> None:
+        self._raw.close()
 
 
 @dataclass
@@ -86,16 +143,15 @@ class CaptureReader:
             raise CaptureError(self.path, e.strerror or str(e)) from e
         head = raw.read(4)
         raw.seek(0)
-        self._fh: BinaryIO = raw
+        self._raw = raw
+        self._fh: BinaryIO | GzipStream = raw
         if head[:2] == GZIP_MAGIC:
-            self._fh = gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[assignment]
+            self._fh = GzipStream(raw)
             try:
-                head = self._fh.read(4)
+                head = self._peek_gzip(4)
             except (OSError, EOFError) as e:
                 self.close()
                 raise CaptureError(self.path, f"unreadable gzip data ({e})") from e
-            self._fh.seek(0)
-        self._raw = raw
         if not head:
             self.close()
             raise CaptureError(self.path, "empty file, not a capture")
@@ -119,11 +175,16 @@ class CaptureReader:
             for name in ("off", "cap", "wire", "ts", "iface")
         }
 
+    def _peek_gzip(self, n: int) -> bytes:
+        """First n decompressed bytes, kept for the first chunk read."""
+        assert isinstance(self._fh, GzipStream)
+        head = self._fh.read(n)
+        self._fh._pending = head + self._fh._pending
+        return head
+
     def close(self) -> None:
-        try:
-            self._fh.close()
-        finally:
-            self._raw.close() if hasattr(self, "_raw") else None
+        self._fh.close()
+        self._raw.close()
 
     def __enter__(self) -> CaptureReader:
         return self
@@ -138,9 +199,12 @@ class CaptureReader:
         with open(path, "rb") as raw:
             gz = raw.read(2) == GZIP_MAGIC
             raw.seek(0)
-            fh: BinaryIO = gzip.GzipFile(fileobj=raw) if gz else raw  # type: ignore[assignment]
-            while block := fh.read(1 << 20):
-                h.update(block)
+            fh: BinaryIO | GzipStream = GzipStream(raw) if gz else raw
+            try:
+                while block := fh.read(1 << 20):
+                    h.update(block)
+            except (OSError, EOFError):
+                pass  # a damaged file's digest covers what can be read, as in chunks()
         return h.hexdigest()
 
     def digest(self) -> str:

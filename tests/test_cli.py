@@ -1,0 +1,82 @@
+"""The command line as a user runs it: exit codes, output formats, the JSON contract."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+
+from inventory_helpers import CAPTURES
+
+PLANT = str(CAPTURES / "iti-ics-tools__mb2.pcap")
+DEVICE_KEYS = {
+    "id", "mac", "ip", "ips", "vlans", "first_seen", "last_seen", "packets_sent",
+    "packets_received", "bytes_sent", "bytes_received", "protocols", "name", "vendor", "type",
+    "model", "os", "firmware",
+}
+
+
+def tapwatch(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "tapwatch.cli", *args], capture_output=True,
+                          text=True, timeout=120, env={**os.environ, **(env or {})})
+
+
+def test_analyze_then_list_devices_as_json(tmp_path) -> None:
+    db = str(tmp_path / "inv.db")
+    run = tapwatch("analyze", PLANT, "--db", db)
+    assert run.returncode == 0, run.stderr
+    summary = run.stdout.strip().splitlines()[-1]
+    assert "13,472 packets" in summary and "devices: 52 new, 0 known" in summary
+    listed = tapwatch("devices", "list", "--db", db, "--format", "json")
+    devices = json.loads(listed.stdout)
+    assert len(devices) == 52
+    for d in devices:
+        assert DEVICE_KEYS <= set(d)
+        assert d["first_seen"].endswith("Z") and d["first_seen"] <= d["last_seen"]
+        assert all(d[k] is None for k in ("name", "vendor", "type", "model", "os", "firmware"))
+    plc = next(d for d in devices if d["ip"] == "141.81.0.146")
+    assert plc["mac"] == "00:1b:1b:35:84:10" and "s7comm" in plc["protocols"]
+
+
+def test_second_run_reports_known_devices(tmp_path) -> None:
+    db = str(tmp_path / "inv.db")
+    tapwatch("analyze", PLANT, "--db", db)
+    again = tapwatch("analyze", PLANT, "--db", db)
+    assert again.returncode == 0
+    assert "1 already ingested" in again.stdout
+
+
+def test_db_from_environment_and_csv_output(tmp_path) -> None:
+    env = {"TAPWATCH_DB": str(tmp_path / "env.db")}
+    assert tapwatch("analyze", PLANT, env=env).returncode == 0
+    out = tapwatch("devices", "list", "--format", "csv", env=env).stdout
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert len(rows) == 52
+    assert {"id", "mac", "ip", "packets_sent"} <= set(rows[0])
+
+
+def test_table_output_and_connections(tmp_path) -> None:
+    db = str(tmp_path / "inv.db")
+    tapwatch("analyze", PLANT, "--db", db)
+    table = tapwatch("devices", "list", "--db", db, "--sort", "ip").stdout
+    assert "52 devices" in table and "00:1b:1b:35:84:10" in table
+    conns = json.loads(tapwatch("connections", "list", "--db", db, "--format", "json").stdout)
+    modbus = [c for c in conns if c["server_port"] == 502]
+    assert modbus and all(c["transport"] == "tcp" and c["protocol"] == "modbus" for c in modbus)
+    assert all(c["packets"] == c["packets_client_to_server"] + c["packets_server_to_client"]
+               for c in conns)
+
+
+def test_missing_path_is_a_one_line_error(tmp_path) -> None:
+    run = tapwatch("analyze", str(tmp_path / "nope.pcap"), "--db", str(tmp_path / "x.db"))
+    assert run.returncode == 2
+    assert run.stderr.strip().count("\n") == 0 and "nope.pcap" in run.stderr
+
+
+def test_demo_prints_the_example_site_inventory(tmp_path) -> None:
+    run = tapwatch("demo", "--dir", str(tmp_path / "demo"))
+    assert run.returncode == 0, run.stderr
+    assert "9 devices" in run.stdout and "10.20.0.50" in run.stdout
