@@ -7,13 +7,13 @@ the window; it stays valid only until the next chunk is requested.
 
 from __future__ import annotations
 
-import zlib
+import io
 import os
 import struct
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 import xxhash
@@ -42,7 +42,7 @@ class GzipStream:
     the data decoded so far is always returned first, the error only after it.
     """
 
-    def __init__(self, raw: BinaryIO) -> None:
+    def __init__(self, raw: io.BufferedReader) -> None:
         self._raw = raw
         self._z = zlib.decompressobj(wbits=47)
         self._pending = b""
@@ -138,13 +138,13 @@ class CaptureReader:
         self._hash = xxhash.xxh3_128()
         self._window = window
         try:
-            raw: BinaryIO = open(path, "rb")  # noqa: SIM115 - closed in close()
+            raw = open(path, "rb")  # noqa: SIM115 - closed in close()
         except OSError as e:
             raise CaptureError(self.path, e.strerror or str(e)) from e
         head = raw.read(4)
         raw.seek(0)
         self._raw = raw
-        self._fh: BinaryIO | GzipStream = raw
+        self._fh: io.BufferedReader | GzipStream = raw
         if head[:2] == GZIP_MAGIC:
             self._fh = GzipStream(raw)
             try:
@@ -199,7 +199,7 @@ class CaptureReader:
         with open(path, "rb") as raw:
             gz = raw.read(2) == GZIP_MAGIC
             raw.seek(0)
-            fh: BinaryIO | GzipStream = GzipStream(raw) if gz else raw
+            fh: io.BufferedReader | GzipStream = GzipStream(raw) if gz else raw
             try:
                 while block := fh.read(1 << 20):
                     h.update(block)
@@ -224,10 +224,10 @@ class CaptureReader:
             grown = np.empty(self.buf.shape[0] * 2, dtype=np.uint8)
             grown[: self.fill] = self.buf[: self.fill]
             self.buf = grown
-        view = memoryview(self.buf)[self.fill :]
+        view = self.buf.data[self.fill :]
         while len(view) and not self.eof:
             try:
-                got = self._fh.readinto(view)  # type: ignore[attr-defined]
+                got = self._fh.readinto(view)
             except (OSError, EOFError) as e:
                 self._warn(f"read error, rest of file skipped ({e})", offset=self.base + self.fill)
                 got = 0

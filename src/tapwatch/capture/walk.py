@@ -32,7 +32,7 @@ TS_POW2 = 2  # ns = units * 1e9 / 2**shift
 
 
 @njit(cache=True, inline="always")
-def rd32(buf: np.ndarray, i: int, big: bool) -> int:
+def rd32(buf, i, big):
     if big:
         return (
             (np.int64(buf[i]) << 24) | (np.int64(buf[i + 1]) << 16)

@@ -65,22 +65,42 @@ def _is_group_mac(mac):
 
 
 class Rows:
-    """Column arrays for decoded rows, reused between chunks."""
+    """Column arrays (all int64) for decoded rows, reused between batches."""
 
-    COLUMNS = {
-        "pkt": np.int64, "ts": np.int64, "wlen": np.int64, "smac": np.int64, "dmac": np.int64,
-        "vlan": np.int64, "ethertype": np.int64, "l3": np.int64, "shi": np.int64,
-        "slo": np.int64, "dhi": np.int64, "dlo": np.int64, "ipproto": np.int64,
-        "sport": np.int64, "dport": np.int64, "tcpflags": np.int64, "ttl": np.int64,
-        "l3id": np.int64, "l4id": np.int64, "appid": np.int64, "pay_off": np.int64,
-        "pay_len": np.int64, "flags": np.int64,
-    }
+    COLUMNS = (
+        "pkt", "ts", "wlen", "smac", "dmac", "vlan", "ethertype", "l3", "shi", "slo", "dhi",
+        "dlo", "ipproto", "sport", "dport", "tcpflags", "ttl", "l3id", "l4id", "appid",
+        "pay_off", "pay_len", "flags",
+    )
+    pkt: np.ndarray
+    ts: np.ndarray
+    wlen: np.ndarray
+    smac: np.ndarray
+    dmac: np.ndarray
+    vlan: np.ndarray
+    ethertype: np.ndarray
+    l3: np.ndarray
+    shi: np.ndarray
+    slo: np.ndarray
+    dhi: np.ndarray
+    dlo: np.ndarray
+    ipproto: np.ndarray
+    sport: np.ndarray
+    dport: np.ndarray
+    tcpflags: np.ndarray
+    ttl: np.ndarray
+    l3id: np.ndarray
+    l4id: np.ndarray
+    appid: np.ndarray
+    pay_off: np.ndarray
+    pay_len: np.ndarray
+    flags: np.ndarray
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self.n = 0
-        for name, dtype in self.COLUMNS.items():
-            setattr(self, name, np.empty(capacity, dtype=dtype))
+        for name in self.COLUMNS:
+            setattr(self, name, np.empty(capacity, dtype=np.int64))
 
     def arrays(self) -> tuple[np.ndarray, ...]:
         return tuple(getattr(self, name) for name in self.COLUMNS)

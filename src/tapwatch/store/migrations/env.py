@@ -22,6 +22,6 @@ conn = config.attributes.get("connection")
 if conn is not None:
     run(conn)
 else:
-    with create_engine(config.get_main_option("sqlalchemy.url")).connect() as c:
+    with create_engine(config.get_main_option("sqlalchemy.url") or "").connect() as c:
         run(c)
         c.commit()
