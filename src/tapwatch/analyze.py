@@ -26,7 +26,8 @@ from tapwatch.capture import (
 from tapwatch.capture.reader import content_prefilter
 from tapwatch.decode import Decoder, kernel
 from tapwatch.decode.aggregate import Aggregator, fill_missing_macs
-from tapwatch.store import inventory
+from tapwatch.dissect.stage import DissectStage
+from tapwatch.store import facts, inventory
 from tapwatch.store.db import sessions
 
 Progress = Callable[[str, int, int], None]  # (path, bytes read, packets so far)
@@ -67,11 +68,12 @@ class Analyzer:
     """Analyzes capture files into the inventory database behind `engine`."""
 
     def __init__(self, engine: Engine, sensor: str | None = None,
-                 progress: Progress | None = None) -> None:
+                 progress: Progress | None = None, dissect: bool = True) -> None:
         self.engine = engine
         self.sessions = sessions(engine)
         self.sensor = sensor or socket.gethostname()
         self.progress = progress
+        self.dissect = dissect
 
     def run(self, paths: Iterable[str | Path]) -> RunSummary:
         summary = RunSummary()
@@ -107,12 +109,15 @@ class Analyzer:
     def _analyze(self, reader: CaptureReader, result: FileResult, size: int, head: str) -> None:
         decoder = Decoder()
         agg = Aggregator()
+        stage = DissectStage() if self.dissect else None
         skipped: Counter[tuple[int, int]] = Counter()  # (status, link type) -> packets
         first_ns: int | None = None
         last_ns: int | None = None
         for chunk in reader.chunks():
             for rows in decoder.batches(chunk):
                 agg.update(rows)
+                if stage:
+                    stage.batch(chunk, rows)
             n = len(chunk)
             status = decoder.status[:n]
             bad = status != kernel.OK
@@ -134,6 +139,8 @@ class Analyzer:
                 return
             addresses, connections = fill_missing_macs(agg.addresses(), agg.connections())
             result.stats = inventory.merge_run(s, addresses, connections, self.sensor)
+            if stage:
+                facts.merge_facts(s, stage.results)
             inventory.record_file(
                 s, content_hash=digest, size=size, head_hash=head, path=str(result.path),
                 sensor=self.sensor, packets=reader.packets, first_ns=first_ns, last_ns=last_ns,

@@ -16,7 +16,7 @@ from rich.table import Table
 
 from tapwatch import __version__
 from tapwatch.analyze import Analyzer, RunSummary
-from tapwatch.store import inventory
+from tapwatch.store import facts, inventory
 from tapwatch.store.db import open_engine, sessions
 
 FORMATS = click.Choice(["table", "json", "csv"])
@@ -47,9 +47,12 @@ def main() -> None:
 @db_option
 @click.option("--sensor", default=None, help="Sensor name recorded on devices (default: host name).")
 @click.option("--quiet", "-q", is_flag=True, help="Only print the summary.")
-def analyze(paths: tuple[str, ...], db: str | None, sensor: str | None, quiet: bool) -> None:
+@click.option("--no-dissect", is_flag=True,
+              help="Inventory only: skip protocol dissectors and identification.")
+def analyze(paths: tuple[str, ...], db: str | None, sensor: str | None, quiet: bool,
+            no_dissect: bool) -> None:
     """Analyze capture files (pcap, pcapng, gzip; directories recursively) into the inventory."""
-    summary = run_analysis(paths, db, sensor, quiet)
+    summary = run_analysis(paths, db, sensor, quiet, dissect=not no_dissect)
     for w in summary.warnings:
         click.echo(f"tapwatch: warning: {w}", err=True)
     print_summary(summary)
@@ -60,13 +63,13 @@ def analyze(paths: tuple[str, ...], db: str | None, sensor: str | None, quiet: b
 
 
 def run_analysis(paths: tuple[str, ...], db: str | None, sensor: str | None,
-                 quiet: bool) -> RunSummary:
+                 quiet: bool, dissect: bool = True) -> RunSummary:
     for p in paths:
         if not Path(p).exists():
             fail(f"{p}: no such file or directory")
     engine = open_engine(db)
     if quiet or not sys.stderr.isatty():
-        analyzer = Analyzer(engine, sensor)
+        analyzer = Analyzer(engine, sensor, dissect=dissect)
         summary = RunSummary()
         from tapwatch.capture import iter_capture_files
 
@@ -95,7 +98,7 @@ def run_analysis(paths: tuple[str, ...], db: str | None, sensor: str | None,
         def reset(_: Any = None) -> None:
             started[0] = time.perf_counter()
 
-        analyzer = Analyzer(engine, sensor, progress)
+        analyzer = Analyzer(engine, sensor, progress, dissect=dissect)
         summary = RunSummary()
         from tapwatch.capture import iter_capture_files
 
@@ -134,13 +137,20 @@ def devices() -> None:
 @click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
 @click.option("--sort", type=click.Choice(sorted(inventory.DEVICE_SORTS)), default="id",
               show_default=True)
-def devices_list(db: str | None, fmt: str, sort: str) -> None:
+@click.option("--facts", "with_facts", is_flag=True,
+              help="JSON: add each device's facts (the evidence behind its identity).")
+def devices_list(db: str | None, fmt: str, sort: str, with_facts: bool = False) -> None:
     """List devices."""
     engine = open_engine(db)
     with sessions(engine)() as s:
         devs = inventory.list_devices(s, sort)
-        addrs = inventory.device_addresses(s, [d.id for d in devs])
+        ids = [d.id for d in devs]
+        addrs = inventory.device_addresses(s, ids)
         rows = [inventory.device_json(d, addrs.get(d.id, [])) for d in devs]
+        if with_facts:
+            by_device = facts.facts_of_devices(s, ids)
+            for row in rows:
+                row["facts"] = [facts.fact_json(f) for f in by_device.get(row["id"], [])]
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2))
     elif fmt == "csv":
@@ -181,6 +191,57 @@ def print_devices(rows: list[dict[str, Any]]) -> None:
             f"{r['packets_received']:,}", _short_time(r["first_seen"]), _short_time(r["last_seen"]),
         )
     Console(width=max(160, Console().width)).print(table)
+
+
+@devices.command("show")
+@click.argument("device_id", type=int)
+@db_option
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+              show_default=True)
+def devices_show(device_id: int, db: str | None, fmt: str) -> None:
+    """One device with the evidence behind what tapwatch thinks it is."""
+    engine = open_engine(db)
+    with sessions(engine)() as s:
+        device = s.get(inventory.Device, device_id)
+        if device is None:
+            fail(f"no device with id {device_id}")
+            return
+        row = inventory.device_json(device, inventory.device_addresses(s, [device_id])[device_id])
+        row["facts"] = [facts.fact_json(f) for f in facts.facts_of_devices(s, [device_id])[device_id]]
+        row["protocol_errors"] = [
+            {"protocol": e.protocol, "count": e.count, "last_reason": e.last_reason}
+            for e in facts.errors_of_devices(s, [device_id])[device_id]
+        ]
+    if fmt == "json":
+        click.echo(json.dumps(row, indent=2))
+        return
+    print_device(row)
+
+
+def print_device(row: dict[str, Any]) -> None:
+    out = Console(width=max(120, Console().width))
+    title = row["name"] or row["ip"] or row["mac"] or f"device {row['id']}"
+    out.print(f"[bold]{title}[/bold]  (id {row['id']})")
+    fields = [("MAC", row["mac"]), ("IP", ", ".join(row["ips"])), ("VLANs", row["vlans"]),
+              ("Vendor", row["vendor"]), ("Type", row["type"]), ("Class", row.get("class")),
+              ("Model", row["model"]), ("OS", row["os"]), ("Firmware", row["firmware"]),
+              ("Gateway", "yes" if row["is_gateway"] else None),
+              ("Protocols", " ".join(row["protocols"])),
+              ("Traffic", f"{row['packets_sent']:,} packets sent, {row['packets_received']:,} received"),
+              ("Seen", f"{_short_time(row['first_seen'])} – {_short_time(row['last_seen'])}")]
+    for label, value in fields:
+        if value not in (None, "", []):
+            out.print(f"  {label:<10} {value}")
+    if row["facts"]:
+        table = Table(title="Evidence (facts as seen on the wire)", title_justify="left")
+        for col in ("Attribute", "Value", "Source", "Conf.", "Count", "Last seen"):
+            table.add_column(col, overflow="fold")
+        for f in row["facts"]:
+            table.add_row(f["attribute"], f["value"], f["source"], f"{f['confidence']:.2f}",
+                          str(f["count"]), _short_time(f["last_seen"]))
+        out.print(table)
+    for e in row["protocol_errors"]:
+        out.print(f"  protocol errors: {e['protocol']} ×{e['count']} (last: {e['last_reason']})")
 
 
 @main.group()

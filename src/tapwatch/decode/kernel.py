@@ -70,7 +70,7 @@ class Rows:
     COLUMNS = (
         "pkt", "ts", "wlen", "smac", "dmac", "vlan", "ethertype", "l3", "shi", "slo", "dhi",
         "dlo", "ipproto", "sport", "dport", "tcpflags", "ttl", "l3id", "l4id", "appid",
-        "pay_off", "pay_len", "flags",
+        "pay_off", "pay_len", "flags", "l3_off",
     )
     pkt: np.ndarray
     ts: np.ndarray
@@ -95,6 +95,7 @@ class Rows:
     pay_off: np.ndarray
     pay_len: np.ndarray
     flags: np.ndarray
+    l3_off: np.ndarray
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
@@ -128,7 +129,7 @@ def decode(start, stop, buf, rec_off, rec_cap, rec_wire, rec_ts, rec_link,
            t_ether, t_ipproto, t_tcp, t_udp, t_llc, t_snap_keys, t_snap_ids,
            id_llc, id_ipv4, id_ipv6, id_arp,
            pkt, ts, wlen, smac, dmac, vlan, ethertype, l3, shi, slo, dhi, dlo, ipproto,
-           sport, dport, tcpflags, ttl, l3id, l4id, appid, pay_off, pay_len, flags,
+           sport, dport, tcpflags, ttl, l3id, l4id, appid, pay_off, pay_len, flags, l3_off,
            status):
     """Decode records [start, stop); returns the number of rows written."""
     cap_rows = pkt.shape[0]
@@ -167,6 +168,7 @@ def decode(start, stop, buf, rec_off, rec_cap, rec_wire, rec_ts, rec_link,
         pay_off[r] = -1
         pay_len[r] = 0
         flags[r] = 0
+        l3_off[r] = -1
         # link layer
         if lt == 1:
             kind = _ETH
@@ -363,6 +365,7 @@ def decode(start, stop, buf, rec_off, rec_cap, rec_wire, rec_ts, rec_link,
                 status[i] = MALFORMED
                 break
             ver = buf[p] >> 4
+            l3_off[r] = p
             l4 = -1
             l3end = end
             frag_later = False
@@ -490,7 +493,7 @@ def decode(start, stop, buf, rec_off, rec_cap, rec_wire, rec_ts, rec_link,
                         inner = l4 + 16 + (np.int64(buf[l4 + 8]) & 0x3F) * 4
                     if inner >= 0 and depth < MAX_DEPTH and r + 1 < cap_rows:
                         flags[r] |= F_TUNNEL
-                        r = _open_inner(r, i, p, inner, ts, wlen, pkt, smac, dmac, vlan, ethertype, l3, shi, slo, dhi, dlo, ipproto, sport, dport, tcpflags, ttl, l3id, l4id, appid, pay_off, pay_len, flags, rec_off[i])
+                        r = _open_inner(r, i, p, inner, ts, wlen, pkt, smac, dmac, vlan, ethertype, l3, shi, slo, dhi, dlo, ipproto, sport, dport, tcpflags, ttl, l3id, l4id, appid, pay_off, pay_len, flags, l3_off, rec_off[i])
                         depth += 1
                         p = inner
                         kind = _ETH
@@ -541,7 +544,7 @@ def decode(start, stop, buf, rec_off, rec_cap, rec_wire, rec_ts, rec_link,
                             inner += 8
                 if inner >= 0 and inner < l3end and depth < MAX_DEPTH and r + 1 < cap_rows:
                     flags[r] |= F_TUNNEL
-                    r = _open_inner(r, i, p, inner, ts, wlen, pkt, smac, dmac, vlan, ethertype, l3, shi, slo, dhi, dlo, ipproto, sport, dport, tcpflags, ttl, l3id, l4id, appid, pay_off, pay_len, flags, rec_off[i])
+                    r = _open_inner(r, i, p, inner, ts, wlen, pkt, smac, dmac, vlan, ethertype, l3, shi, slo, dhi, dlo, ipproto, sport, dport, tcpflags, ttl, l3id, l4id, appid, pay_off, pay_len, flags, l3_off, rec_off[i])
                     depth += 1
                     p = inner
                     kind = inner_kind
@@ -551,7 +554,7 @@ def decode(start, stop, buf, rec_off, rec_cap, rec_wire, rec_ts, rec_link,
                 break
             if (proto == 4 or proto == 41) and depth < MAX_DEPTH and r + 1 < cap_rows and avail > 0:
                 flags[r] |= F_TUNNEL
-                r = _open_inner(r, i, p, l4, ts, wlen, pkt, smac, dmac, vlan, ethertype, l3, shi, slo, dhi, dlo, ipproto, sport, dport, tcpflags, ttl, l3id, l4id, appid, pay_off, pay_len, flags, rec_off[i])
+                r = _open_inner(r, i, p, l4, ts, wlen, pkt, smac, dmac, vlan, ethertype, l3, shi, slo, dhi, dlo, ipproto, sport, dport, tcpflags, ttl, l3id, l4id, appid, pay_off, pay_len, flags, l3_off, rec_off[i])
                 depth += 1
                 p = l4
                 kind = _IP
@@ -567,7 +570,7 @@ def decode(start, stop, buf, rec_off, rec_cap, rec_wire, rec_ts, rec_link,
 @njit(cache=True)
 def _open_inner(r, i, p, inner, ts, wlen, pkt, smac, dmac, vlan, ethertype, l3, shi, slo,
                 dhi, dlo, ipproto, sport, dport, tcpflags, ttl, l3id, l4id, appid, pay_off,
-                pay_len, flags, frame_start):
+                pay_len, flags, l3_off, frame_start):
     """Close row r and start row r+1 for the layer inside a tunnel; returns r+1."""
     n = r + 1
     pkt[n] = i
@@ -595,4 +598,5 @@ def _open_inner(r, i, p, inner, ts, wlen, pkt, smac, dmac, vlan, ethertype, l3, 
     pay_off[n] = -1
     pay_len[n] = 0
     flags[n] = F_INNER
+    l3_off[n] = -1
     return n

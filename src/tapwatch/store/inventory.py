@@ -209,7 +209,7 @@ def _summarize(device: Device, mac: str, key_ip: str, own: list[Address], traffi
     device.updated_at = now
 
 
-def _upsert(session: Session):  # type: ignore[no-untyped-def]
+def upsert_for(session: Session):  # type: ignore[no-untyped-def]
     name = session.get_bind().dialect.name
     if name == "postgresql":
         return postgresql.insert
@@ -233,7 +233,7 @@ def _merge_connections(session: Session, records: list[ConnectionRecord], stats:
             "packets_s2c": c.packets_s2c, "bytes_s2c": c.bytes_s2c,
         })
     before = session.scalar(select(func.count(Connection.id))) or 0
-    insert = _upsert(session)
+    insert = upsert_for(session)
     t = Connection.__table__
     for part in _chunks(rows):
         stmt = insert(t).values(list(part))

@@ -15,6 +15,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -69,6 +70,7 @@ class Device(Base):
     name: Mapped[str | None] = mapped_column(String(255))
     vendor: Mapped[str | None] = mapped_column(String(255))
     type: Mapped[str | None] = mapped_column(String(64))
+    device_class: Mapped[str | None] = mapped_column(String(8))  # IT, IoT or OT
     model: Mapped[str | None] = mapped_column(String(255))
     os: Mapped[str | None] = mapped_column(String(255))
     firmware: Mapped[str | None] = mapped_column(String(255))
@@ -132,3 +134,38 @@ class Connection(Base):
     bytes_c2s: Mapped[int] = mapped_column(default=0)
     packets_s2c: Mapped[int] = mapped_column(default=0)
     bytes_s2c: Mapped[int] = mapped_column(default=0)
+
+
+class Fact(Base):
+    """A piece of identity evidence about one address, as seen on the wire."""
+
+    __tablename__ = "facts"
+    __table_args__ = (
+        UniqueConstraint("mac", "ip", "attribute", "value", "source", name="uq_facts_key"),
+        Index("ix_facts_address", "mac", "ip"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    mac: Mapped[str] = mapped_column(String(17))
+    ip: Mapped[str] = mapped_column(String(45))
+    attribute: Mapped[str] = mapped_column(String(64))
+    value: Mapped[str] = mapped_column(String(1024))
+    source: Mapped[str] = mapped_column(String(32))
+    confidence: Mapped[float] = mapped_column(Float)
+    count: Mapped[int] = mapped_column(default=1)
+    first_seen: Mapped[datetime]
+    last_seen: Mapped[datetime]
+
+
+class ProtocolError(Base):
+    """Malformed protocol data seen from an address, counted per protocol."""
+
+    __tablename__ = "protocol_errors"
+    __table_args__ = (UniqueConstraint("mac", "ip", "protocol", name="uq_protocol_errors_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    mac: Mapped[str] = mapped_column(String(17))
+    ip: Mapped[str] = mapped_column(String(45))
+    protocol: Mapped[str] = mapped_column(String(32))
+    count: Mapped[int] = mapped_column(default=0)
+    last_reason: Mapped[str] = mapped_column(String(255))

@@ -1,0 +1,106 @@
+"""What a dissector sees (Packet), what it says (Evidence), and how it declares its interest.
+
+A dissector is one class in one module of this package, decorated with @register. It
+names the ports, ethertypes or catalog protocols it wants; the selector sends it only
+those packets (new payloads only, and only the first segments of each TCP flow). It
+reports what the packet says about the devices as facts — the value exactly as seen on
+the wire — and what was done as events. It must never raise on bad input: it reports
+`out.error(...)` instead (and any exception that escapes is counted the same way).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+Side = Literal["src", "dst"]
+
+# The fact vocabulary. Identification rules refer to these names; add new ones here.
+ATTRIBUTES = frozenset({
+    # names
+    "hostname", "fqdn", "netbios_name", "netbios_domain", "mdns_name", "dns_name",
+    "lldp_system_name", "cdp_device_id", "snmp_sysname", "ntlm_host", "ntlm_domain",
+    # DHCP
+    "dhcp_vendor_class", "dhcp_parameter_list", "dhcp_client_id", "dhcp_user_class",
+    "dhcpv6_vendor_class", "dhcpv6_duid",
+    # service discovery
+    "mdns_service", "mdns_txt", "ssdp_server", "ssdp_usn", "ssdp_nt", "ssdp_location",
+    "netbios_browser_server",
+    # layer 2 neighbours
+    "lldp_system_description", "lldp_chassis_id", "lldp_port_id", "lldp_capabilities",
+    "lldp_management_ip", "cdp_platform", "cdp_software_version", "cdp_capabilities",
+    "cdp_port_id",
+    # applications
+    "http_user_agent", "http_host", "http_server", "sip_user_agent", "sip_server",
+    "tls_sni", "ja3", "ja4", "tls_certificate_subject", "snmp_sysdescr", "snmp_sysobjectid",
+    "snmp_community", "smb_os", "smb_native_lanman", "p0f_signature", "p0f_os",
+    # identity values (from any protocol that states them)
+    "vendor", "model", "os", "os_version", "firmware", "serial", "device_type",
+})
+
+
+@dataclass(slots=True)
+class Packet:
+    """One selected packet, decoded down to its payload."""
+
+    number: int  # 1-based packet number in the capture file
+    ts_ns: int
+    src_mac: str  # "aa:bb:cc:dd:ee:ff", or "" when the link type has none
+    dst_mac: str
+    src_ip: str  # "" for layer-2 frames
+    dst_ip: str
+    transport: str  # "tcp", "udp", or "" (layer 2 / other IP protocols)
+    sport: int
+    dport: int
+    tcp_flags: int
+    ttl: int
+    ethertype: int
+    protocol: str  # the catalog's name for this packet ("dhcp", "lldp", "https", …)
+    payload: bytes  # L4 payload; for layer-2 protocols, the bytes after Ethernet/LLC
+    l3: bytes  # from the IP header to the end of the captured data ("" without IP)
+
+
+class Evidence:
+    """Collects what dissectors report about one packet's source and destination."""
+
+    def __init__(self) -> None:
+        self.facts: list[tuple[Side, str, str, float]] = []
+        self.events: list[tuple[Side, str, dict[str, Any]]] = []
+        self.errors: list[tuple[Side, str]] = []
+
+    def fact(self, attribute: str, value: str | int, *, confidence: float = 0.5,
+             about: Side = "src") -> None:
+        """`about` says whose attribute this is: the packet's sender or its receiver."""
+        if attribute not in ATTRIBUTES:
+            raise ValueError(f"unknown fact attribute {attribute!r} (see dissect.base.ATTRIBUTES)")
+        text = value if isinstance(value, str) else str(value)
+        text = text.strip().replace("\x00", "")
+        if text:
+            self.facts.append((about, attribute, text[:1024], confidence))
+
+    def event(self, kind: str, *, about: Side = "src", **details: Any) -> None:
+        self.events.append((about, kind, details))
+
+    def error(self, reason: str, *, about: Side = "src") -> None:
+        self.errors.append((about, reason))
+
+    def clear(self) -> None:
+        self.facts.clear()
+        self.events.clear()
+        self.errors.clear()
+
+
+class Dissector:
+    """Base class: declare interest, implement dissect()."""
+
+    name: ClassVar[str]  # source protocol recorded with every fact
+    tcp_ports: ClassVar[frozenset[int]] = frozenset()
+    udp_ports: ClassVar[frozenset[int]] = frozenset()
+    ethertypes: ClassVar[frozenset[int]] = frozenset()
+    protocols: ClassVar[frozenset[str]] = frozenset()  # catalog names, e.g. "cdp", "stp"
+    tcp_syn: ClassVar[bool] = False  # also wants TCP SYN / SYN-ACK segments (no payload)
+    # heuristic: TCP payloads on any port that start with one of these 4-byte prefixes
+    tcp_prefixes: ClassVar[frozenset[bytes]] = frozenset()
+
+    def dissect(self, pkt: Packet, out: Evidence) -> None:
+        raise NotImplementedError
