@@ -47,6 +47,7 @@ SCALE_FACTOR = 4
 
 TARGET_PPS = 2_000_000
 TARGET_RSS_MB = 400
+TARGET_DISSECT_RATIO = 0.8  # all dissectors on costs at most 20% of the throughput
 TARGET_FLAT_RATIO = 1.15
 
 PEERS = ("tshark", "dpkt", "nfstream")
@@ -302,6 +303,7 @@ def bench_tapwatch(
     template: str | None,
     cpu: int,
     tmpdir: str | None,
+    label: str | None = None,
 ) -> ToolResult:
     warm_page_cache(capture)
     runs: list[Measurement] = []
@@ -315,7 +317,7 @@ def bench_tapwatch(
         runs.append(m)
     return ToolResult(
         name="tapwatch",
-        label="tapwatch analyze" if template is None else "--tapwatch-cmd",
+        label=label or ("tapwatch analyze" if template is None else "--tapwatch-cmd"),
         input=display_path(capture),
         packets=packets,
         on_slice=False,
@@ -464,7 +466,9 @@ def verdict(ok: bool | None) -> str:
     return "skipped" if ok is None else ("PASS" if ok else "FAIL")
 
 
-def evaluate_targets(tapwatch: ToolResult, scaled: ToolResult | None) -> dict[str, Any]:
+def evaluate_targets(
+    tapwatch: ToolResult, scaled: ToolResult | None, baseline: ToolResult | None = None
+) -> dict[str, Any]:
     peak_kib = max([tapwatch.peak_rss_kib] + ([scaled.peak_rss_kib] if scaled else []))
     ratio = (
         scaled.peak_rss_kib / tapwatch.peak_rss_kib if scaled and tapwatch.peak_rss_kib else None
@@ -480,6 +484,11 @@ def evaluate_targets(tapwatch: ToolResult, scaled: ToolResult | None) -> dict[st
             "value": ratio,
             "target": TARGET_FLAT_RATIO,
             "pass": None if ratio is None else ratio <= TARGET_FLAT_RATIO,
+        },
+        "dissect_ratio": {
+            "value": tapwatch.pps / baseline.pps if baseline and baseline.pps else None,
+            "target": TARGET_DISSECT_RATIO,
+            "pass": None if not baseline else tapwatch.pps / baseline.pps >= TARGET_DISSECT_RATIO,
         },
     }
 
@@ -510,6 +519,8 @@ def render_report(results: dict[str, Any]) -> str:
         f" {'peak RSS':>10}",
         table_row(tw, tw.pps),
     ]
+    if results.get("baseline") is not None:
+        lines.append(table_row(results["baseline"], tw.pps))
     lines += [table_row(p, tw.pps) for p in peers]
     errors: dict[str, str] = results["peer_errors"]
     lines += [f"{PEER_LABELS[name]:<18} {'FAILED (see stderr)':>19}" for name in errors]
@@ -542,6 +553,12 @@ def render_report(results: dict[str, Any]) -> str:
         f"flat ({SCALE_FACTOR}×/1× ≤ {TARGET_FLAT_RATIO}): "
         f"{verdict(targets['flat_ratio']['pass'])}"
     )
+    dr = targets["dissect_ratio"]
+    if dr["value"] is not None:
+        lines.append(
+            f"dissectors on / off: {dr['value']:.2f} of the inventory-only throughput "
+            f"(target ≥ {TARGET_DISSECT_RATIO}): {verdict(dr['pass'])}"
+        )
     return "\n".join(lines)
 
 
@@ -574,6 +591,7 @@ def results_json(results: dict[str, Any]) -> dict[str, Any]:
             "packets": results["tapwatch"].packets,
         },
         "tapwatch": results["tapwatch"].to_json(),
+        "tapwatch_no_dissect": results["baseline"].to_json() if results["baseline"] else None,
         "slice": results["slice"] if results["peers"] or results["peer_errors"] else None,
         "peers": [p.to_json() for p in results["peers"]],
         "peer_errors": results["peer_errors"],
@@ -642,6 +660,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--skip-peers", action="store_true", help="run no peers")
     parser.add_argument(
+        "--skip-baseline",
+        action="store_true",
+        help="skip the inventory-only run (tapwatch --no-dissect) that prices the dissectors",
+    )
+    parser.add_argument(
         "--skip-4x",
         action="store_true",
         help=f"skip the {SCALE_FACTOR}x capture (memory flatness check)",
@@ -696,6 +719,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         capture, packets, args.repeat, args.tapwatch_cmd, args.cpu, args.tmpdir
     )
 
+    baseline: ToolResult | None = None
+    if args.tapwatch_cmd is None and not args.skip_baseline:
+        log(f"tapwatch --no-dissect (inventory only) on the 1x capture, {args.repeat} run(s) ...")
+        no_dissect = shlex.join(
+            default_tapwatch() + shlex.split(DEFAULT_TAPWATCH_TEMPLATE) + ["--no-dissect"]
+        )
+        baseline = bench_tapwatch(
+            capture, packets, args.repeat, no_dissect, args.cpu, args.tmpdir,
+            label="  --no-dissect",
+        )
+
     peers: list[ToolResult] = []
     peer_errors: dict[str, str] = {}
     slice_packets = min(args.peer_packets, packets)
@@ -719,12 +753,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "cpu": args.cpu,
         "capture_bytes": capture.stat().st_size,
         "tapwatch": tapwatch,
+        "baseline": baseline,
         "peers": peers,
         "peer_errors": peer_errors,
         "slice": {"path": display_path(sliced), "packets": slice_packets},
         "scaled": scaled,
         "scaled_bytes": scaled_bytes,
-        "targets": evaluate_targets(tapwatch, scaled),
+        "targets": evaluate_targets(tapwatch, scaled, baseline),
     }
 
 
