@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from tapwatch.analyze import Analyzer, FileResult
-from tapwatch.store import inventory
+from tapwatch.store import facts, inventory
 from tapwatch.store.db import open_engine, sessions
 
 CAPTURES = Path(__file__).resolve().parents[1] / ".." / "shared" / "captures"
@@ -21,14 +21,20 @@ def analyze(db: str | Path, *paths: str | Path) -> list[FileResult]:
         engine.dispose()
 
 
-def devices(db: str | Path) -> list[dict[str, Any]]:
-    """The devices as `tapwatch devices list --format json` prints them."""
+def devices(db: str | Path, with_facts: bool = False) -> list[dict[str, Any]]:
+    """The devices as `tapwatch devices list --format json [--facts]` prints them."""
     engine = open_engine(str(db))
     try:
         with sessions(engine)() as s:
             devs = inventory.list_devices(s)
-            addrs = inventory.device_addresses(s, [d.id for d in devs])
-            return [inventory.device_json(d, addrs.get(d.id, [])) for d in devs]
+            ids = [d.id for d in devs]
+            addrs = inventory.device_addresses(s, ids)
+            rows = [inventory.device_json(d, addrs.get(d.id, [])) for d in devs]
+            if with_facts:
+                by_device = facts.facts_of_devices(s, ids)
+                for row in rows:
+                    row["facts"] = [facts.fact_json(f) for f in by_device.get(row["id"], [])]
+            return rows
     finally:
         engine.dispose()
 

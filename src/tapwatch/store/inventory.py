@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -61,6 +61,7 @@ class IngestStats:
     devices_known: int = 0
     connections_new: int = 0
     connections_total: int = 0
+    device_ids: set[int] = field(default_factory=set)  # devices this run touched
 
 
 # -- ingested files -----------------------------------------------------------------------
@@ -131,41 +132,44 @@ def merge_run(
             row = _new_address(*key, rec)
             session.add(row)
             stored[key] = row
-    session.flush()
 
     by_mac: dict[str, list[Address]] = defaultdict(list)
     for a in stored.values():
         by_mac[a.mac].append(a)
     existing = _load_devices(session, macs, loose_ips)
-    seen_ids: set[int] = set()
+    plans = []
     for mac, rows in by_mac.items():
         pairs = [(Observed(a.mac, a.ip, a.flags, dt_to_ns(a.first_seen), a.packets_sent), a)
                  for a in rows]
-        row_of = {id(o): a for o, a in pairs}
-        plan = plan_devices(mac, [o for o, _ in pairs])
+        plans.append((mac, rows, {id(o): a for o, a in pairs},
+                      plan_devices(mac, [o for o, _ in pairs])))
+    created = [Device(key_mac=mac, key_ip=key_ip, sensor=sensor, created_at=now, updated_at=now,
+                      first_seen=now, last_seen=now)
+               for mac, _, _, plan in plans for key_ip in plan.devices
+               if (mac, key_ip) not in existing]
+    session.add_all(created)
+    existing.update({(d.key_mac, d.key_ip): d for d in created})
+    stats.devices_new = len(created)
+    touched: list[Device] = []
+    for mac, rows, row_of, plan in plans:
         for o in plan.remote:
             row_of[id(o)].role = "remote"
-            row_of[id(o)].device_id = None
+            row_of[id(o)].device = None
         for key_ip, members in plan.devices.items():
-            device = existing.get((mac, key_ip))
-            if device is None:
-                device = Device(key_mac=mac, key_ip=key_ip, sensor=sensor, created_at=now,
-                                updated_at=now, first_seen=now, last_seen=now)
-                session.add(device)
-                session.flush()
-                existing[(mac, key_ip)] = device
-                stats.devices_new += 1
-            elif device.id not in seen_ids:
-                stats.devices_known += 1
-            seen_ids.add(device.id)
+            device = existing[(mac, key_ip)]
+            touched.append(device)
             member_rows = [row_of[id(o)] for o in members]
             for a in member_rows:
                 a.role = "device"
-                a.device_id = device.id
+                a.device = device
             # a gateway sent every frame of its MAC, routed or not; its own addresses are fewer
             traffic = rows if plan.is_gateway else member_rows
             _summarize(device, mac, key_ip, member_rows, traffic, plan.is_gateway, sensor, now)
+    session.flush()  # devices first, then addresses with their device ids: one pass
+    seen_ids = {d.id for d in touched}
+    stats.devices_known = len(seen_ids) - stats.devices_new
     # devices of touched MACs that no longer hold any address (e.g. the MAC became a gateway)
+    stats.device_ids = seen_ids
     orphans = [d for key, d in existing.items() if d.id not in seen_ids]
     for d in orphans:
         session.delete(d)
@@ -235,23 +239,21 @@ def _merge_connections(session: Session, records: list[ConnectionRecord], stats:
     before = session.scalar(select(func.count(Connection.id))) or 0
     insert = upsert_for(session)
     t = Connection.__table__
-    for part in _chunks(rows):
-        stmt = insert(t).values(list(part))
-        ex = stmt.excluded
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["client_mac", "client_ip", "server_mac", "server_ip", "transport",
-                            "server_port"],
-            set_={
-                "first_seen": case((ex.first_seen < t.c.first_seen, ex.first_seen),
-                                   else_=t.c.first_seen),
-                "last_seen": case((ex.last_seen > t.c.last_seen, ex.last_seen), else_=t.c.last_seen),
-                "packets_c2s": t.c.packets_c2s + ex.packets_c2s,
-                "bytes_c2s": t.c.bytes_c2s + ex.bytes_c2s,
-                "packets_s2c": t.c.packets_s2c + ex.packets_s2c,
-                "bytes_s2c": t.c.bytes_s2c + ex.bytes_s2c,
-            },
-        )
-        session.execute(stmt)
+    stmt = insert(t)
+    ex = stmt.excluded
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["client_mac", "client_ip", "server_mac", "server_ip", "transport",
+                        "server_port"],
+        set_={
+            "first_seen": case((ex.first_seen < t.c.first_seen, ex.first_seen), else_=t.c.first_seen),
+            "last_seen": case((ex.last_seen > t.c.last_seen, ex.last_seen), else_=t.c.last_seen),
+            "packets_c2s": t.c.packets_c2s + ex.packets_c2s,
+            "bytes_c2s": t.c.bytes_c2s + ex.bytes_c2s,
+            "packets_s2c": t.c.packets_s2c + ex.packets_s2c,
+            "bytes_s2c": t.c.bytes_s2c + ex.bytes_s2c,
+        },
+    )
+    session.execute(stmt, rows)  # executemany: one statement, compiled once
     after = session.scalar(select(func.count(Connection.id))) or 0
     stats.connections_new = after - before
     stats.connections_total = after
@@ -335,6 +337,7 @@ def device_json(device: Device, addresses: list[Address]) -> dict[str, Any]:
         "name": device.name,
         "vendor": device.vendor,
         "type": device.type,
+        "class": device.device_class,
         "model": device.model,
         "os": device.os,
         "firmware": device.firmware,

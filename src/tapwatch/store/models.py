@@ -22,7 +22,7 @@ from sqlalchemy import (
     String,
     UniqueConstraint,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
 class Base(DeclarativeBase):
@@ -90,6 +90,7 @@ class Address(Base):
     device_id: Mapped[int | None] = mapped_column(
         Integer, ForeignKey("devices.id", ondelete="SET NULL"), index=True
     )
+    device: Mapped[Device | None] = relationship()
     role: Mapped[str] = mapped_column(String(16))  # "device" or "remote"
     flags: Mapped[int] = mapped_column(Integer, default=0)
     first_seen: Mapped[datetime]
