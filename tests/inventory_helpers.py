@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from tapwatch.analyze import Analyzer, FileResult
-from tapwatch.store import facts, inventory
+from tapwatch.store import evidence, inventory
 from tapwatch.store.db import open_engine, sessions
 
 CAPTURES = Path(__file__).resolve().parents[1] / ".." / "shared" / "captures"
@@ -31,9 +31,9 @@ def devices(db: str | Path, with_facts: bool = False) -> list[dict[str, Any]]:
             addrs = inventory.device_addresses(s, ids)
             rows = [inventory.device_json(d, addrs.get(d.id, [])) for d in devs]
             if with_facts:
-                by_device = facts.facts_of_devices(s, ids)
+                by_device = evidence.facts_of_devices(s, ids)
                 for row in rows:
-                    row["facts"] = [facts.fact_json(f) for f in by_device.get(row["id"], [])]
+                    row["facts"] = [evidence.fact_json(f) for f in by_device.get(row["id"], [])]
             return rows
     finally:
         engine.dispose()

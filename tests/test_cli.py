@@ -36,9 +36,9 @@ def test_analyze_then_list_devices_as_json(tmp_path) -> None:
     for d in devices:
         assert DEVICE_KEYS <= set(d)
         assert d["first_seen"].endswith("Z") and d["first_seen"] <= d["last_seen"]
-        assert all(d[k] is None for k in ("name", "vendor", "type", "model", "os", "firmware"))
     plc = next(d for d in devices if d["ip"] == "141.81.0.146")
     assert plc["mac"] == "00:1b:1b:35:84:10" and "s7comm" in plc["protocols"]
+    assert plc["vendor"] == "Siemens"  # IEEE registry: 00:1b:1b Siemens AG
 
 
 def test_second_run_reports_known_devices(tmp_path) -> None:
@@ -79,4 +79,4 @@ def test_missing_path_is_a_one_line_error(tmp_path) -> None:
 def test_demo_prints_the_example_site_inventory(tmp_path) -> None:
     run = tapwatch("demo", "--dir", str(tmp_path / "demo"))
     assert run.returncode == 0, run.stderr
-    assert "9 devices" in run.stdout and "10.20.0.50" in run.stdout
+    assert "10 devices" in run.stdout and "10.20.0.50" in run.stdout

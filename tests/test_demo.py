@@ -29,7 +29,16 @@ DEVICES = {str(d["name"]): d for d in DEMO_DEVICES}
 ROUTER = next(d for d in DEMO_DEVICES if d["role"] == "router")
 PLC = next(d for d in DEMO_DEVICES if d["role"] == "plc")
 HMI = next(d for d in DEMO_DEVICES if d["role"] == "hmi")
-DHCP_CLIENTS = [d for d in DEMO_DEVICES if d["role"] != "router" and d["hostname"]]
+SWITCH = next(d for d in DEMO_DEVICES if d["role"] == "switch")
+DHCP_CLIENTS = [
+    d for d in DEMO_DEVICES if d["role"] not in ("router", "switch") and d["hostname"]
+]
+LLDP_MAC = "01:80:c2:00:00:0e"
+CDP_MAC = "01:00:0c:cc:cc:cc"
+SWITCH_BANNER = (
+    "Cisco IOS Software, C2960X Software (C2960X-UNIVERSALK9-M), Version 15.2(7)E8, "
+    "RELEASE SOFTWARE (fc1)"
+)
 START = datetime(2026, 3, 2, 8, 0, 0, tzinfo=UTC).timestamp()
 
 
@@ -51,6 +60,89 @@ def tcp_payload(pkt: Packet) -> bytes:
 
 def dhcp_options(pkt: Packet) -> dict[str, object]:
     return {opt[0]: opt[1] for opt in pkt[DHCP].options if isinstance(opt, tuple)}
+
+
+def mac_at(raw: bytes, offset: int) -> str:
+    return ":".join(f"{b:02x}" for b in raw[offset : offset + 6])
+
+
+def frames_to(packets: list[Packet], dst: str, src: str) -> list[tuple[float, bytes]]:
+    """(time, raw frame) of every frame from ``src`` to the link-local group ``dst``."""
+    out = []
+    for p in packets:
+        raw = bytes(p)
+        if mac_at(raw, 0) == dst and mac_at(raw, 6) == src:
+            out.append((float(p.time), raw))
+    return out
+
+
+def lldp_tlvs(raw: bytes) -> list[tuple[int, bytes]]:
+    """LLDPDU TLVs (type, value) up to End of LLDPDU, straight from the frame bytes."""
+    assert raw[12:14] == b"\x88\xcc"
+    body, tlvs = raw[14:], []
+    while True:
+        (head,) = struct.unpack(">H", body[:2])
+        kind, length = head >> 9, head & 0x1FF
+        if kind == 0:
+            assert length == 0
+            return tlvs
+        tlvs.append((kind, body[2 : 2 + length]))
+        body = body[2 + length :]
+
+
+def lldp_org(tlvs: list[tuple[int, bytes]], oui: bytes) -> dict[int, bytes]:
+    return {v[3]: v[4:] for k, v in tlvs if k == 127 and v[:3] == oui}
+
+
+def cdp_checksum(pdu: bytes) -> int:
+    """CDP's checksum as IOS computes it (and Wireshark verifies it): the Internet checksum,
+    with an odd trailing byte added sign-extended (less one when negative) as the last word."""
+    pdu = pdu[:2] + b"\x00\x00" + pdu[4:]
+    if len(pdu) % 2:
+        last = pdu[-1]
+        pdu = pdu[:-1] + struct.pack(">H", last if last < 0x80 else 0xFF00 | (last - 1))
+    total = sum(struct.unpack(f">{len(pdu) // 2}H", pdu))
+    while total > 0xFFFF:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def cdp_tlvs(raw: bytes) -> dict[int, bytes]:
+    """Check the 802.3/LLC/SNAP/CDPv2 framing and checksum; return the TLVs by type."""
+    (length,) = struct.unpack(">H", raw[12:14])
+    assert length <= 1500 and len(raw) >= 14 + length
+    llc = raw[14 : 14 + length]
+    assert llc[:8] == b"\xaa\xaa\x03\x00\x00\x0c\x20\x00"
+    pdu = llc[8:]
+    version, ttl, checksum = struct.unpack(">BBH", pdu[:4])
+    assert (version, ttl) == (2, 180)
+    assert checksum == cdp_checksum(pdu)
+    tlvs: dict[int, bytes] = {}
+    rest = pdu[4:]
+    while rest:
+        kind, tlv_len = struct.unpack(">HH", rest[:4])
+        assert 4 <= tlv_len <= len(rest) and kind not in tlvs
+        tlvs[kind] = rest[4:tlv_len]
+        rest = rest[tlv_len:]
+    return tlvs
+
+
+def cdp_ipv4(value: bytes) -> list[str]:
+    (count,) = struct.unpack(">I", value[:4])
+    out, rest = [], value[4:]
+    for _ in range(count):
+        ptype, plen = rest[0], rest[1]
+        proto = rest[2 : 2 + plen]
+        (alen,) = struct.unpack(">H", rest[2 + plen : 4 + plen])
+        addr = rest[4 + plen : 4 + plen + alen]
+        if (ptype, proto, alen) == (1, b"\xcc", 4):
+            out.append(str(ipaddress.IPv4Address(addr)))
+        rest = rest[4 + plen + alen :]
+    return out
+
+
+def gaps(times: list[float]) -> list[float]:
+    return [b - a for a, b in zip(times, times[1:], strict=False)]
 
 
 def test_same_seed_is_byte_identical_and_seed_matters(tmp_path: Path) -> None:
@@ -93,7 +185,7 @@ def test_every_device_sends_with_its_own_mac_and_ip(packets: list[Packet]) -> No
     for dev in DEMO_DEVICES:
         assert (dev["mac"], dev["ip"]) in pairs, dev["name"]
     macs = {dev["mac"] for dev in DEMO_DEVICES}
-    assert {p[Ether].src for p in packets} <= macs
+    assert {mac_at(bytes(p), 6) for p in packets} <= macs
 
 
 def test_arp_requests_replies_and_gratuitous(packets: list[Packet]) -> None:
@@ -251,5 +343,163 @@ def test_tshark_decodes_every_protocol_cleanly(capture: Path) -> None:
         "mdns",
         "ssdp",
         "ntp",
+        "cdp",
+        "snmp",
+        "xml",
     ):
         assert f" {proto} " in hierarchy, proto
+
+
+@pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark not installed")
+def test_tshark_reads_cdp_and_lldp_identities(capture: Path) -> None:
+    done = subprocess.run(
+        ["tshark", "-n", "-r", str(capture), "-Y", "cdp or lldp", "-T", "fields",
+         "-E", "separator=|", "-e", "eth.src", "-e", "cdp.deviceid", "-e", "cdp.platform",
+         "-e", "cdp.checksum.status", "-e", "lldp.tlv.system.name", "-e", "lldp.media.model"],
+        capture_output=True, text=True, timeout=120, check=True,
+    )
+    rows = {tuple(line.split("|")) for line in done.stdout.splitlines()}
+    switch, phone = SWITCH["mac"], DEVICES["phone"]["mac"]
+    assert (switch, "sw-plant01.plant.example", "cisco WS-C2960X-24TS-L", "1", "", "") in rows
+    assert (switch, "", "", "", "sw-plant01", "") in rows
+    assert (phone, "0004f2a1b2c3", "Polycom VVX 411", "1", "", "") in rows
+    assert (phone, "", "", "", "Polycom_0004f2a1b2c3", "VVX 411") in rows
+    assert all(row[3] == "1" for row in rows if row[1]), "every CDP checksum is good"
+
+
+def test_switch_announces_itself_over_lldp_and_cdp(packets: list[Packet]) -> None:
+    mac = str(SWITCH["mac"])
+    lldp = frames_to(packets, LLDP_MAC, mac)
+    assert len(lldp) >= 28
+    assert all(29.9 < g < 30.1 for g in gaps([t for t, _ in lldp]))
+    for _, raw in lldp:
+        tlvs = lldp_tlvs(raw)
+        values = dict(tlvs)
+        assert [k for k, _ in tlvs[:3]] == [1, 2, 3]
+        assert values[1] == b"\x04" + bytes.fromhex(mac.replace(":", ""))
+        assert values[2] == b"\x05Gi1/0/24"
+        assert values[5] == b"sw-plant01"
+        assert values[6] == SWITCH_BANNER.encode()
+        system, enabled = struct.unpack(">HH", values[7])
+        assert system & 0x0004 and enabled == 0x0004
+        assert values[8][:6] == b"\x05\x01" + ipaddress.IPv4Address(SWITCH["ip"]).packed
+
+    cdp = frames_to(packets, CDP_MAC, mac)
+    assert len(cdp) >= 14
+    assert all(59.9 < g < 60.1 for g in gaps([t for t, _ in cdp]))
+    for _, raw in cdp:
+        tlvs = cdp_tlvs(raw)
+        assert tlvs[0x01] == b"sw-plant01.plant.example"
+        assert cdp_ipv4(tlvs[0x02]) == [SWITCH["ip"]]
+        assert tlvs[0x03] == b"GigabitEthernet1/0/24"
+        assert struct.unpack(">I", tlvs[0x04]) == (0x28,)
+        software = tlvs[0x05].decode()
+        assert software.splitlines()[0] == SWITCH_BANNER
+        assert len(software.splitlines()) == 4
+        assert tlvs[0x06] == b"cisco WS-C2960X-24TS-L"
+        assert cdp_ipv4(tlvs[0x16]) == [SWITCH["ip"]]
+
+
+def test_switch_answers_arp_ntp_and_snmp(packets: list[Packet]) -> None:
+    replies = [p[ARP] for p in packets if ARP in p and p[ARP].op == 2]
+    assert any(r.psrc == SWITCH["ip"] and r.hwsrc == SWITCH["mac"] for r in replies)
+    ntp = [p for p in packets if UDP in p and p[UDP].dport == 123 and p[IP].src == SWITCH["ip"]]
+    assert len(ntp) >= 10 and all(p[IP].dst == ROUTER["ip"] for p in ntp)
+    snmp = [
+        bytes(p[UDP].payload)
+        for p in packets
+        if UDP in p and p[UDP].sport == 161 and p[IP].src == SWITCH["ip"]
+    ]
+    assert snmp and all(SWITCH_BANNER.encode() in b and b"public" in b for b in snmp)
+
+
+def test_phone_announces_itself_over_cdp_and_lldp_med(packets: list[Packet]) -> None:
+    phone = DEVICES["phone"]
+    cdp = frames_to(packets, CDP_MAC, str(phone["mac"]))
+    assert len(cdp) >= 14
+    for _, raw in cdp:
+        tlvs = cdp_tlvs(raw)
+        assert tlvs[0x01] == b"0004f2a1b2c3"
+        assert tlvs[0x05] == b"6.4.6.2386"
+        assert tlvs[0x06] == b"Polycom VVX 411"
+        assert struct.unpack(">I", tlvs[0x04]) == (0x90,)
+    assert any(cdp_ipv4(cdp_tlvs(raw).get(0x02, b"\0\0\0\0")) == [phone["ip"]] for _, raw in cdp)
+
+    lldp = frames_to(packets, LLDP_MAC, str(phone["mac"]))
+    assert len(lldp) >= 30
+    assert lldp[0][0] < cdp[0][0] + 1 and lldp[1][0] - lldp[0][0] == pytest.approx(1.0)
+    inventory = {
+        5: b"3111-48450-001 Rev A",
+        7: b"6.4.6.2386",
+        8: b"0004F2A1B2C3",
+        9: b"Polycom",
+        10: b"VVX 411",
+    }
+    for _, raw in lldp:
+        tlvs = lldp_tlvs(raw)
+        values = dict(tlvs)
+        assert values[5] == b"Polycom_0004f2a1b2c3"
+        assert values[6].startswith(b"Polycom VVX 411") and b"6.4.6.2386" in values[6]
+        assert struct.unpack(">HH", values[7])[1] & 0x0020, "telephone capability enabled"
+        med = lldp_org(tlvs, b"\x00\x12\xbb")
+        assert med[1] == b"\x00\x33\x03", "LLDP-MED capabilities, endpoint class III"
+        assert med[2][0] == 1, "voice network policy"
+        assert {k: med[k] for k in inventory} == inventory
+
+
+def test_printer_mdns_txt_records(packets: list[Packet]) -> None:
+    printer = DEVICES["printer"]
+    txt: list[bytes] = []
+    a_records: set[tuple[str, str]] = set()
+    for p in packets:
+        if UDP not in p or p[UDP].dport != 5353 or p[IP].src != printer["ip"]:
+            continue
+        for rr in p[DNS].an:
+            if rr.type == 16 and rr.rrname.endswith(b"._ipp._tcp.local."):
+                txt = list(rr.rdata)
+            elif rr.type == 1:
+                a_records.add((rr.rrname.decode(), str(rr.rdata)))
+    for entry in (
+        b"txtvers=1",
+        b"ty=HP LaserJet Pro M404dn",
+        b"product=(HP LaserJet Pro M404dn)",
+        b"usb_MFG=HP",
+        b"usb_MDL=LaserJet Pro M404dn",
+        b"rp=ipp/print",
+        b"note=",
+    ):
+        assert entry in txt, entry
+    assert any(e.startswith(b"pdl=") and b"application/pdf" in e for e in txt)
+    assert ("HP-LaserJet-M404.local.", printer["ip"]) in a_records
+
+
+def test_camera_ssdp_server_header_and_description(packets: list[Packet]) -> None:
+    camera = DEVICES["camera"]
+    server = b"SERVER: Linux/4.19.217-axis8, UPnP/1.0, AXIS P3245-LV/10.12.220\r\n"
+    ssdp = [
+        bytes(p[UDP].payload)
+        for p in packets
+        if UDP in p and p[UDP].sport == 1900 and p[IP].src == camera["ip"]
+    ]
+    notify = [b for b in ssdp if b.startswith(b"NOTIFY * HTTP/1.1\r\n")]
+    answers = [b for b in ssdp if b.startswith(b"HTTP/1.1 200 OK\r\n")]
+    assert notify and answers
+    assert all(server in b for b in notify + answers)
+    described = b"".join(
+        tcp_payload(p)
+        for p in packets
+        if TCP in p and p[TCP].sport == 49152 and p[IP].src == camera["ip"]
+    )
+    assert b"<modelName>AXIS P3245-LV</modelName>" in described
+    assert b"<manufacturer>AXIS</manufacturer>" in described
+
+
+def test_every_model_is_on_the_wire_from_its_device(packets: list[Packet]) -> None:
+    sent: dict[str, list[bytes]] = {}
+    for p in packets:
+        raw = bytes(p)
+        sent.setdefault(mac_at(raw, 6), []).append(raw)
+    for dev in DEMO_DEVICES:
+        if dev["model"]:
+            model = str(dev["model"]).encode()
+            assert any(model in raw for raw in sent[str(dev["mac"])]), dev["name"]

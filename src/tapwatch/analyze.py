@@ -27,8 +27,9 @@ from tapwatch.capture.reader import content_prefilter
 from tapwatch.decode import Decoder, kernel
 from tapwatch.decode.aggregate import Aggregator, fill_missing_macs
 from tapwatch.dissect.stage import DissectStage
-from tapwatch.store import facts, inventory
+from tapwatch.store import evidence, inventory
 from tapwatch.store.db import sessions
+from tapwatch.store.identity import refresh_identity
 
 Progress = Callable[[str, int, int], None]  # (path, bytes read, packets so far)
 
@@ -41,6 +42,7 @@ class FileResult:
     seconds: float = 0.0
     warnings: list[CaptureWarning] = field(default_factory=list)
     error: str | None = None
+    events: int = 0
     stats: inventory.IngestStats = field(default_factory=inventory.IngestStats)
 
 
@@ -139,12 +141,15 @@ class Analyzer:
                 return
             addresses, connections = fill_missing_macs(agg.addresses(), agg.connections())
             result.stats = inventory.merge_run(s, addresses, connections, self.sensor)
-            if stage:
-                facts.merge_facts(s, stage.results)
-            inventory.record_file(
+            file_id = inventory.record_file(
                 s, content_hash=digest, size=size, head_hash=head, path=str(result.path),
                 sensor=self.sensor, packets=reader.packets, first_ns=first_ns, last_ns=last_ns,
             )
+            if stage:
+                touched = evidence.merge_facts(s, stage.results)
+                result.events = evidence.store_events(s, stage.results, file_id)
+                s.flush()
+                refresh_identity(s, result.stats.device_ids | evidence.device_ids_of(s, touched))
 
 
 def _skip_warnings(path: str, skipped: Counter[tuple[int, int]]) -> list[CaptureWarning]:

@@ -16,7 +16,8 @@ from rich.table import Table
 
 from tapwatch import __version__
 from tapwatch.analyze import Analyzer, RunSummary
-from tapwatch.store import facts, inventory
+from tapwatch.dissect.base import EVENT_TYPES
+from tapwatch.store import evidence, inventory
 from tapwatch.store.db import open_engine, sessions
 
 FORMATS = click.Choice(["table", "json", "csv"])
@@ -120,6 +121,7 @@ def print_summary(summary: RunSummary) -> None:
              f"{summary.packets:,} packets in {seconds:.2f} s ({rate:,.0f}/s)",
              f"devices: {summary.total('devices_new')} new, {summary.total('devices_known')} known",
              f"connections: {summary.total('connections_new')} new",
+             f"events: {sum(f.events for f in files)}",
              f"{len(summary.warnings)} warning{'s' if len(summary.warnings) != 1 else ''}"]
     click.echo("; ".join(parts))
 
@@ -148,9 +150,9 @@ def devices_list(db: str | None, fmt: str, sort: str, with_facts: bool = False) 
         addrs = inventory.device_addresses(s, ids)
         rows = [inventory.device_json(d, addrs.get(d.id, [])) for d in devs]
         if with_facts:
-            by_device = facts.facts_of_devices(s, ids)
+            by_device = evidence.facts_of_devices(s, ids)
             for row in rows:
-                row["facts"] = [facts.fact_json(f) for f in by_device.get(row["id"], [])]
+                row["facts"] = [evidence.fact_json(f) for f in by_device.get(row["id"], [])]
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2))
     elif fmt == "csv":
@@ -174,23 +176,30 @@ def _short_time(iso: str | None) -> str:
     return (iso or "")[:19].replace("T", " ")
 
 
+def _brief(items: list[str], keep: int = 5) -> str:
+    return " ".join(items[:keep]) + (f" +{len(items) - keep}" if len(items) > keep else "")
+
+
 def print_devices(rows: list[dict[str, Any]]) -> None:
     table = Table(title=f"{len(rows)} devices", title_justify="left", expand=False)
-    for col in ("ID", "MAC", "IP", "VLAN", "Vendor", "Type", "Name", "Protocols", "Sent",
-                "Recv", "First seen", "Last seen"):
-        table.add_column(col, no_wrap=col not in ("Protocols", "IP"),
-                         justify="right" if col in ("ID", "Sent", "Recv") else "left")
+    columns = (("ID", "right"), ("IP", "left"), ("MAC", "left"), ("Name", "left"),
+               ("Type", "left"), ("Vendor", "left"), ("Model", "left"), ("OS / firmware", "left"),
+               ("VLAN", "left"), ("Protocols", "left"), ("Packets", "right"),
+               ("Last seen", "left"))
+    for col, justify in columns:
+        table.add_column(col, justify=justify, no_wrap=True,  # type: ignore[arg-type]
+                         max_width=28 if col in ("Model", "OS / firmware", "Name") else None,
+                         overflow="ellipsis")
     for r in rows:
-        ips = r["ip"] or ""
-        if len(r["ips"]) > 1:
-            ips += f" (+{len(r['ips']) - 1})"
+        ip = (r["ip"] or "") + (f" +{len(r['ips']) - 1}" if len(r["ips"]) > 1 else "")
+        kind = r["type"] or ("gateway" if r["is_gateway"] else "")
+        system = " ".join(x for x in (r["os"], r["firmware"]) if x)
         table.add_row(
-            str(r["id"]), r["mac"] or "", ips, ",".join(map(str, r["vlans"])),
-            r["vendor"] or "", r["type"] or ("gateway" if r["is_gateway"] else ""),
-            r["name"] or "", " ".join(r["protocols"]), f"{r['packets_sent']:,}",
-            f"{r['packets_received']:,}", _short_time(r["first_seen"]), _short_time(r["last_seen"]),
+            str(r["id"]), ip, r["mac"] or "", r["name"] or "", kind, r["vendor"] or "",
+            r["model"] or "", system, ",".join(map(str, r["vlans"])), _brief(r["protocols"]),
+            f"{r['packets_sent'] + r['packets_received']:,}", _short_time(r["last_seen"]),
         )
-    Console(width=max(160, Console().width)).print(table)
+    Console(width=max(220, Console().width)).print(table)
 
 
 @devices.command("show")
@@ -207,10 +216,10 @@ def devices_show(device_id: int, db: str | None, fmt: str) -> None:
             fail(f"no device with id {device_id}")
             return
         row = inventory.device_json(device, inventory.device_addresses(s, [device_id])[device_id])
-        row["facts"] = [facts.fact_json(f) for f in facts.facts_of_devices(s, [device_id])[device_id]]
+        row["facts"] = [evidence.fact_json(f) for f in evidence.facts_of_devices(s, [device_id])[device_id]]
         row["protocol_errors"] = [
             {"protocol": e.protocol, "count": e.count, "last_reason": e.last_reason}
-            for e in facts.errors_of_devices(s, [device_id])[device_id]
+            for e in evidence.errors_of_devices(s, [device_id])[device_id]
         ]
     if fmt == "json":
         click.echo(json.dumps(row, indent=2))
@@ -274,6 +283,44 @@ def connections_list(db: str | None, fmt: str) -> None:
                 f"{r['bytes']:,}", _short_time(r["first_seen"]), _short_time(r["last_seen"]),
             )
         Console(width=max(160, Console().width)).print(table)
+
+
+# -- events -----------------------------------------------------------------------------------
+
+
+@main.group()
+def events() -> None:
+    """What was done to devices: program downloads, PLC stops, writes, restarts…"""
+
+
+@events.command("list")
+@db_option
+@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+@click.option("--type", "kind", type=click.Choice(sorted(EVENT_TYPES)), default=None,
+              help="Only events of this type.")
+def events_list(db: str | None, fmt: str, kind: str | None) -> None:
+    """List events in time order."""
+    engine = open_engine(db)
+    with sessions(engine)() as s:
+        rows = [evidence.event_json(e) for e in evidence.list_events(s, kind)]
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2))
+        return
+    flat = [{"id": r["id"], "time": r["time"], "type": r["type"], "protocol": r["protocol"],
+             "source_ip": r["source"]["ip"], "source_device_id": r["source"]["device_id"],
+             "destination_ip": r["destination"]["ip"],
+             "destination_device_id": r["destination"]["device_id"], "packet": r["packet"],
+             "details": json.dumps(r["details"], sort_keys=True)} for r in rows]
+    if fmt == "csv":
+        write_csv(flat, list(flat[0]) if flat else ["id", "time", "type", "protocol"])
+        return
+    table = Table(title=f"{len(rows)} events", title_justify="left")
+    for col in ("Time", "Type", "Protocol", "Source", "Destination", "Packet", "Details"):
+        table.add_column(col, overflow="fold")
+    for r in flat:
+        table.add_row(_short_time(r["time"]), r["type"], r["protocol"], r["source_ip"] or "",
+                      r["destination_ip"] or "", str(r["packet"]), r["details"])
+    Console(width=max(160, Console().width)).print(table)
 
 
 # -- demo -------------------------------------------------------------------------------------

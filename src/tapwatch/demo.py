@@ -2,10 +2,15 @@
 
 A first-time user has no tap and no capture, yet should see what tapwatch finds on a
 real network. This module synthesises one: fifteen minutes of a small plant LAN
-(gateway, office workstations, printer, camera, desk phone, PLC and HMI) on a Monday
-morning as the site powers up. Every frame is built from protocol state (ARP caches,
+(gateway, access switch, office workstations, printer, camera, desk phone, PLC and HMI) on a
+Monday morning as the site powers up. Every frame is built from protocol state (ARP caches,
 DHCP leases, DNS caches, TCP sequence numbers), so Wireshark decodes the streams
 cleanly, and ``DEMO_DEVICES`` records the ground truth the inventory should recover.
+
+Devices announce themselves the way real ones do, so a passive engine can tell type, vendor
+and model from the wire: the switch and the gateway send LLDP, the switch and the phone CDP,
+the phone LLDP-MED inventory, the printer ``_ipp._tcp`` mDNS TXT records, the camera SSDP
+(SERVER header and a UPnP description fetched by a Windows workstation).
 
 The capture is a pure function of the seed: fixed start time, ``random.Random(seed)``,
 no wall clock, so two builds with the same seed are byte-identical.
@@ -28,8 +33,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import formatdate
 
+from scapy.asn1.asn1 import ASN1_OID, ASN1_STRING, ASN1_TIME_TICKS
 from scapy.layers.dhcp import BOOTP, DHCP
 from scapy.layers.dns import DNS, DNSQR, DNSRR, DNSRRSRV
+from scapy.layers.snmp import SNMP, SNMPget, SNMPresponse, SNMPvarbind
 from scapy.utils import PcapWriter
 
 __all__ = ["DEMO_DEVICES", "DEMO_START", "DEMO_DURATION", "build_demo_capture"]
@@ -39,23 +46,25 @@ DEMO_DURATION = 900.0
 
 DEMO_DEVICES: list[dict[str, str | None]] = [
     {"name": "gateway", "role": "router", "mac": "58:8d:09:3a:5c:01", "ip": "10.20.0.1",
-     "vendor": "Cisco", "hostname": "gw-plant01"},
+     "vendor": "Cisco", "hostname": "gw-plant01", "model": None},
+    {"name": "switch", "role": "switch", "mac": "70:db:98:5e:21:c0", "ip": "10.20.0.2",
+     "vendor": "Cisco", "hostname": "sw-plant01", "model": "WS-C2960X-24TS-L"},
     {"name": "eng-ws01", "role": "workstation", "mac": "18:66:da:4e:7a:21", "ip": "10.20.0.101",
-     "vendor": "Dell", "hostname": "ENG-WS01"},
+     "vendor": "Dell", "hostname": "ENG-WS01", "model": None},
     {"name": "ops-lt02", "role": "workstation", "mac": "a4:8c:db:19:c2:6e", "ip": "10.20.0.102",
-     "vendor": "Lenovo", "hostname": "OPS-LT02"},
+     "vendor": "Lenovo", "hostname": "OPS-LT02", "model": None},
     {"name": "eng-ubuntu03", "role": "workstation", "mac": "3c:52:82:7b:0d:94",
-     "ip": "10.20.0.103", "vendor": "HP", "hostname": "eng-ubuntu03"},
+     "ip": "10.20.0.103", "vendor": "HP", "hostname": "eng-ubuntu03", "model": None},
     {"name": "printer", "role": "printer", "mac": "a0:8c:fd:62:18:3b", "ip": "10.20.0.110",
-     "vendor": "HP", "hostname": "HP-LaserJet-M404"},
+     "vendor": "HP", "hostname": "HP-LaserJet-M404", "model": "LaserJet Pro M404dn"},
     {"name": "camera", "role": "camera", "mac": "ac:cc:8e:2b:41:f7", "ip": "10.20.0.30",
-     "vendor": "Axis", "hostname": None},
+     "vendor": "Axis", "hostname": None, "model": "P3245-LV"},
     {"name": "phone", "role": "phone", "mac": "00:04:f2:a1:b2:c3", "ip": "10.20.0.120",
-     "vendor": "Polycom", "hostname": "Polycom_0004f2a1b2c3"},
+     "vendor": "Polycom", "hostname": "Polycom_0004f2a1b2c3", "model": "VVX 411"},
     {"name": "plc", "role": "plc", "mac": "00:80:f4:0c:5e:12", "ip": "10.20.0.50",
-     "vendor": "Schneider Electric", "hostname": None},
+     "vendor": "Schneider Electric", "hostname": None, "model": "BMX P34 2020"},
     {"name": "hmi", "role": "hmi", "mac": "00:0c:26:4a:90:07", "ip": "10.20.0.51",
-     "vendor": "Weintek", "hostname": None},
+     "vendor": "Weintek", "hostname": None, "model": None},
 ]
 
 _EPOCH = int(DEMO_START.timestamp())
@@ -80,6 +89,26 @@ _PLC_IDENTITY = ((0x00, b"Schneider Electric"), (0x01, b"BMX P34 2020"), (0x02, 
 
 _LLDP_SYSDESC = (b"Cisco IOS Software [Dublin], ISR Software "
                  b"(ARMV8EB_LINUX_IOSD-UNIVERSALK9_IAS-M), Version 17.12.3, RELEASE SOFTWARE (fc7)")
+
+_SWITCH_BANNER = ("Cisco IOS Software, C2960X Software (C2960X-UNIVERSALK9-M), Version 15.2(7)E8, "
+                  "RELEASE SOFTWARE (fc1)")
+_SWITCH_SOFTWARE = (f"{_SWITCH_BANNER}\nTechnical Support: http://www.cisco.com/techsupport\n"
+                    "Copyright (c) 1986-2023 by Cisco Systems, Inc.\n"
+                    "Compiled Thu 15-Jun-23 01:35 by mcpre")
+_SWITCH_PLATFORM = "cisco WS-C2960X-24TS-L"
+_SWITCH_CDP_ID = "sw-plant01.plant.example"
+_SWITCH_UPLINK = ("Gi1/0/24", "GigabitEthernet1/0/24")
+
+_PHONE_MODEL = "VVX 411"
+_PHONE_SOFTWARE = "6.4.6.2386"
+_PHONE_PLATFORM = f"Polycom {_PHONE_MODEL}"
+_PHONE_CDP_ID = "0004f2a1b2c3"
+_PHONE_SYSDESC = f"Polycom {_PHONE_MODEL} UC Software {_PHONE_SOFTWARE}"
+_PHONE_INVENTORY = ((5, "3111-48450-001 Rev A"), (6, "6.0.0.0107"), (7, _PHONE_SOFTWARE),
+                    (8, "0004F2A1B2C3"), (9, "Polycom"), (10, _PHONE_MODEL))
+
+_CAMERA_SERVER = "Linux/4.19.217-axis8, UPnP/1.0, AXIS P3245-LV/10.12.220"
+_CAMERA_UPNP_UUID = "Upnp-BasicDevice-1_0-ACCC8E2B41F7"
 
 
 @dataclass(frozen=True)
@@ -108,7 +137,7 @@ _WS_OPTS = _OPT_MSS + _OPT_NOP + _opt_wscale(8) + _OPT_NOP * 2 + _OPT_SACK_OK
 _LINUX_OPTS = _OPT_MSS + _OPT_NOP * 2 + _OPT_SACK_OK + _OPT_NOP + _opt_wscale(7)
 _CDN_OPTS = _OPT_MSS + _OPT_NOP * 2 + _OPT_SACK_OK + _OPT_NOP + _opt_wscale(9)
 
-_STACK_OF = {"gateway": "cisco", "eng-ws01": "windows", "ops-lt02": "windows",
+_STACK_OF = {"gateway": "cisco", "switch": "cisco", "eng-ws01": "windows", "ops-lt02": "windows",
              "eng-ubuntu03": "linux", "printer": "embedded", "camera": "linux",
              "phone": "linux", "plc": "embedded", "hmi": "linux"}
 
@@ -209,6 +238,46 @@ def _mbap(tid: int, unit: int, pdu: bytes) -> bytes:
 
 def _lldp_tlv(kind: int, value: bytes) -> bytes:
     return struct.pack(">H", (kind << 9) | len(value)) + value
+
+
+def _lldp_org(oui: int, subtype: int, value: bytes) -> bytes:
+    return _lldp_tlv(127, oui.to_bytes(3, "big") + bytes([subtype]) + value)
+
+
+def _lldp_mgmt_ipv4(ip: str, ifindex: int) -> bytes:
+    return _lldp_tlv(8, bytes([5, 1]) + socket.inet_aton(ip) + b"\x02" + struct.pack(">I", ifindex)
+                     + b"\x00")
+
+
+_OUI_IEEE_8021, _OUI_IEEE_8023, _OUI_TIA = 0x0080C2, 0x00120F, 0x0012BB
+_CDP_MAC = "01:00:0c:cc:cc:cc"
+_CDP_SWITCH, _CDP_HOST, _CDP_IGMP, _CDP_PHONE = 0x08, 0x10, 0x20, 0x80
+
+
+def _cdp_tlv(kind: int, value: bytes | str) -> bytes:
+    data = value.encode() if isinstance(value, str) else value
+    return struct.pack(">HH", kind, 4 + len(data)) + data
+
+
+def _cdp_addresses(kind: int, ip: str) -> bytes:
+    """Addresses (2) / Management Addresses (0x16) TLV holding one IPv4 address (NLPID 0xCC)."""
+    return _cdp_tlv(kind, struct.pack(">IBBBH", 1, 1, 1, 0xCC, 4) + socket.inet_aton(ip))
+
+
+def _cdp(src: str, tlvs: Sequence[bytes], ttl: int = 180) -> bytes:
+    """CDPv2 in 802.3 + LLC/SNAP (OUI 00000c, PID 0x2000), with Cisco's checksum.
+
+    The checksum is the Internet checksum, except that an odd trailing byte is added as a
+    sign-extended low-order byte, less one when negative (IOS's quirk, which Wireshark mirrors).
+    """
+    body = struct.pack(">BBH", 2, ttl, 0) + b"".join(tlvs)
+    summed = body
+    if len(body) % 2:
+        last = body[-1]
+        summed = body[:-1] + struct.pack(">H", last if last < 0x80 else 0xFF00 | (last - 1))
+    body = body[:2] + struct.pack(">H", _checksum(summed)) + body[4:]
+    llc = b"\xaa\xaa\x03\x00\x00\x0c\x20\x00" + body
+    return _ether(_CDP_MAC, src, len(llc), llc)
 
 
 def _ntp_stamp(t: float) -> bytes:
@@ -445,8 +514,8 @@ class _Site:
     def http(self, t: float, client: _Node, server: _Node,
              exchanges: Sequence[tuple[bytes, bytes]], *, server_closes: bool = False,
              linger: tuple[float, float] = (0.5, 6.0), work: tuple[float, float] = (0.001, 0.02),
-             ) -> float:
-        conn = _Tcp(self, client, server, 80)
+             port: int = 80) -> float:
+        conn = _Tcp(self, client, server, port)
         t = conn.open(t)
         for i, (request, response) in enumerate(exchanges):
             if i:
@@ -539,10 +608,14 @@ class _Scenario:
         self.sip_tag = ""
         self.sip_nonce = ""
         self.first_visits: dict[str, list[str]] = {}
+        self.phone_addressed = DEMO_DURATION
 
     def build(self) -> list[tuple[int, int, bytes]]:
         site, rng = self.site, self.rng
         site.at(rng.uniform(0.05, 0.8), self.lldp)
+        site.at(rng.uniform(0.1, 1.0), self.switch_lldp)
+        site.at(rng.uniform(1.0, 5.0), self.switch_cdp)
+        site.at(rng.uniform(3.0, 6.0), self.switch_ntp)
         site.at(rng.uniform(1.0, 2.0), self.plc_boot)
         site.at(rng.uniform(8.0, 10.0), self.hmi_boot)
         site.at(rng.uniform(12.0, 16.0), self.camera_boot)
@@ -571,6 +644,77 @@ class _Scenario:
         ])
         self.site.emit(t, _ether("01:80:c2:00:00:0e", router.mac, _ETH_LLDP, body))
         self.site.at(t + 30.0 + self.rng.uniform(-0.02, 0.02), self.lldp)
+
+    def switch_lldp(self, t: float) -> None:
+        switch = self.h["switch"]
+        assert switch.mac is not None
+        port_id, port_desc = _SWITCH_UPLINK
+        body = b"".join([
+            _lldp_tlv(1, b"\x04" + _mac(switch.mac)),
+            _lldp_tlv(2, b"\x05" + port_id.encode()),
+            _lldp_tlv(3, struct.pack(">H", 120)),
+            _lldp_tlv(4, port_desc.encode()),
+            _lldp_tlv(5, b"sw-plant01"),
+            _lldp_tlv(6, _SWITCH_BANNER.encode()),
+            _lldp_tlv(7, struct.pack(">HH", 0x0014, 0x0004)),
+            _lldp_mgmt_ipv4(switch.ip, 1),
+            _lldp_org(_OUI_IEEE_8021, 1, struct.pack(">H", 1)),
+            _lldp_org(_OUI_IEEE_8023, 1, bytes([0x03]) + struct.pack(">HH", 0x6C01, 30)),
+            _lldp_tlv(0, b""),
+        ])
+        self.site.emit(t, _ether("01:80:c2:00:00:0e", switch.mac, _ETH_LLDP, body))
+        self.site.at(t + 30.0 + self.rng.uniform(-0.02, 0.02), self.switch_lldp)
+
+    def switch_cdp(self, t: float) -> None:
+        switch = self.h["switch"]
+        assert switch.mac is not None
+        self.site.emit(t, _cdp(switch.mac, [
+            _cdp_tlv(0x0001, _SWITCH_CDP_ID),
+            _cdp_addresses(0x0002, switch.ip),
+            _cdp_tlv(0x0003, _SWITCH_UPLINK[1]),
+            _cdp_tlv(0x0004, struct.pack(">I", _CDP_SWITCH | _CDP_IGMP)),
+            _cdp_tlv(0x0005, _SWITCH_SOFTWARE),
+            _cdp_tlv(0x0006, _SWITCH_PLATFORM),
+            _cdp_tlv(0x0009, "plant"),
+            _cdp_tlv(0x000A, struct.pack(">H", 1)),
+            _cdp_tlv(0x000B, b"\x01"),
+            _cdp_addresses(0x0016, switch.ip),
+        ]))
+        self.site.at(t + 60.0 + self.rng.uniform(-0.02, 0.02), self.switch_cdp)
+
+    def switch_ntp(self, t: float) -> None:
+        """``ntp server 10.20.0.1``: the switch keeps its clock from the gateway (NTPv4)."""
+        site, rng = self.site, self.rng
+        switch, router = self.h["switch"], self.site.router
+        request = bytes([0x23, 0, 6, 0xEC]) + bytes(36) + _ntp_stamp(t)
+        site.send(t, switch, router, _PROTO_UDP, _udp(123, 123, request), df=False)
+        back = t + site.local_delay()
+        reply = (bytes([0x24, 3, 6, 0xE9]) + struct.pack(">II", 0x0000_0310, 0x0000_0A20)
+                 + socket.inet_aton("162.159.200.123") + _ntp_stamp(back - 37.2)
+                 + _ntp_stamp(t) + _ntp_stamp(t + 0.00011) + _ntp_stamp(back))
+        site.send(back, router, switch, _PROTO_UDP, _udp(123, 123, reply), df=False)
+        site.at(t + 64.0 + rng.uniform(-0.5, 0.5), self.switch_ntp)
+
+    def switch_snmp_poll(self, t: float) -> None:
+        """The engineering workstation's monitoring script reads the switch's system group
+        (SNMPv2c, community ``public``) every five minutes."""
+        site, rng = self.site, self.rng
+        ws, switch = self.h["eng-ubuntu03"], self.h["switch"]
+        system = "1.3.6.1.2.1.1."
+        values = [(f"{system}1.0", ASN1_STRING(_SWITCH_SOFTWARE.encode())),
+                  (f"{system}3.0", ASN1_TIME_TICKS(int((3 * 86400 + 4127.5 + t) * 100))),
+                  (f"{system}5.0", ASN1_STRING(_SWITCH_CDP_ID.encode()))]
+        request_id = rng.getrandbits(31)
+        sport = ws.port(rng)
+        get = SNMP(version=1, community=b"public", PDU=SNMPget(
+            id=request_id, varbindlist=[SNMPvarbind(oid=ASN1_OID(oid)) for oid, _ in values]))
+        t = site.send(t, ws, switch, _PROTO_UDP, _udp(sport, 161, bytes(get)))
+        response = SNMP(version=1, community=b"public", PDU=SNMPresponse(
+            id=request_id, varbindlist=[SNMPvarbind(oid=ASN1_OID(oid), value=value)
+                                        for oid, value in values]))
+        site.send(t + rng.uniform(0.001, 0.004), switch, ws, _PROTO_UDP,
+                  _udp(161, sport, bytes(response)), df=False)
+        site.at(t + 300.0 + rng.uniform(-1.0, 1.0), self.switch_snmp_poll)
 
     def plc_boot(self, t: float) -> None:
         plc = self.h["plc"]
@@ -639,7 +783,7 @@ class _Scenario:
     def ssdp_notify(self, t: float) -> None:
         site, cam = self.site, self.h["camera"]
         assert cam.mac is not None
-        uuid = "Upnp-BasicDevice-1_0-ACCC8E2B41F7"
+        uuid = _CAMERA_UPNP_UUID
         for nt, usn in (("upnp:rootdevice", f"uuid:{uuid}::upnp:rootdevice"),
                         (f"uuid:{uuid}", f"uuid:{uuid}"),
                         ("urn:axis-com:service:BasicService:1",
@@ -649,8 +793,7 @@ class _Scenario:
                     f"LOCATION: http://{cam.ip}:49152/rootdesc1.xml\r\n"
                     "OPT: \"http://schemas.upnp.org/upnp/1/0/\"; ns=01\r\n"
                     f"NT: {nt}\r\nNTS: ssdp:alive\r\n"
-                    "SERVER: Linux/4.19.217-axis8, UPnP/1.0, "
-                    "Portable SDK for UPnP devices/1.14.18\r\n"
+                    f"SERVER: {_CAMERA_SERVER}\r\n"
                     f"USN: {usn}\r\n\r\n").encode()
             packet = _ipv4(cam.ip, "239.255.255.250", _PROTO_UDP, _udp(1900, 1900, body), ttl=2,
                            ident=cam.next_ipid(), df=False)
@@ -707,7 +850,15 @@ class _Scenario:
         instance = "HP LaserJet Pro M404dn [62183B]._ipp._tcp.local"
         target = "HP-LaserJet-M404.local"
         txt = [b"txtvers=1", b"qtotal=1", b"rp=ipp/print", b"ty=HP LaserJet Pro M404dn",
-               b"product=(HP LaserJet Pro M404dn)", b"pdl=application/pdf,image/urf",
+               b"product=(HP LaserJet Pro M404dn)", b"usb_MFG=HP",
+               b"usb_MDL=LaserJet Pro M404dn", b"usb_CMD=PJL,PCL,PCLXL,PCLm,PWG,URF,PDF,POSTSCRIPT",
+               b"note=", b"adminurl=http://HP-LaserJet-M404.local./#hId-pgAirPrint",
+               b"priority=10",
+               b"pdl=application/vnd.hp-PCL,application/vnd.hp-PCLXL,application/PCLm,"
+               b"image/urf,image/pwg-raster,application/pdf,application/postscript,image/jpeg",
+               b"URF=CP1,IS1,MT1-8-11,OB10,PQ4,RS600,SRGB24,V1.4,W8,DM1",
+               b"Color=F", b"Duplex=T", b"Binary=T", b"Transparent=T", b"TLS=1.2",
+               b"kind=document,envelope", b"PaperMax=legal-A4", b"mopria-certified=2.0",
                b"UUID=564e4333-3931-3033-3343-a08cfd62183b"]
         answers = [
             DNSRR(rrname="_ipp._tcp.local", type="PTR", ttl=4500, rdata=instance),
@@ -722,9 +873,59 @@ class _Scenario:
         return site.emit(t, _ether("01:00:5e:00:00:fb", printer.mac, _ETH_IPV4, packet))
 
     def phone_boot(self, t: float) -> None:
+        """Link up: CDP and an LLDP-MED fast start (to learn the voice VLAN), then DHCP."""
+        self.phone_cdp(t)
+        self.phone_lldp(t + self.rng.uniform(0.001, 0.01), fast_start=2)
+        self.site.at(t + self.rng.uniform(1.5, 2.5), self.phone_dhcp)
+
+    def phone_cdp(self, t: float) -> None:
+        phone = self.h["phone"]
+        assert phone.mac is not None
+        addresses = [_cdp_addresses(0x0002, phone.ip)] if t >= self.phone_addressed else []
+        self.site.emit(t, _cdp(phone.mac, [
+            _cdp_tlv(0x0001, _PHONE_CDP_ID),
+            *addresses,
+            _cdp_tlv(0x0003, "Port 1"),
+            _cdp_tlv(0x0004, struct.pack(">I", _CDP_HOST | _CDP_PHONE)),
+            _cdp_tlv(0x0005, _PHONE_SOFTWARE),
+            _cdp_tlv(0x0006, _PHONE_PLATFORM),
+            _cdp_tlv(0x000B, b"\x01"),
+            _cdp_tlv(0x0010, struct.pack(">H", 5100)),
+        ]))
+        self.site.at(t + 60.0 + self.rng.uniform(-0.05, 0.05), self.phone_cdp)
+
+    def phone_lldp(self, t: float, fast_start: int = 0) -> None:
+        phone = self.h["phone"]
+        assert phone.mac is not None
+        addressed = t >= self.phone_addressed
+        policy = (5 << 6) | 46  # voice: untagged, VLAN 0, priority 5, DSCP EF
+        body = b"".join([
+            _lldp_tlv(1, b"\x04" + _mac(phone.mac)),
+            _lldp_tlv(2, b"\x03" + _mac(phone.mac)),
+            _lldp_tlv(3, struct.pack(">H", 120)),
+            _lldp_tlv(4, b"1"),
+            _lldp_tlv(5, b"Polycom_0004f2a1b2c3"),
+            _lldp_tlv(6, _PHONE_SYSDESC.encode()),
+            _lldp_tlv(7, struct.pack(">HH", 0x0024, 0x0024)),
+            _lldp_mgmt_ipv4(phone.ip, 1) if addressed else b"",
+            _lldp_org(_OUI_IEEE_8023, 1, bytes([0x03]) + struct.pack(">HH", 0x6C01, 30)),
+            _lldp_org(_OUI_TIA, 1, struct.pack(">HB", 0x0033, 3)),
+            _lldp_org(_OUI_TIA, 2, bytes([1]) + policy.to_bytes(3, "big")),
+            _lldp_org(_OUI_TIA, 4, struct.pack(">BH", 0x53, 65)),
+            *(_lldp_org(_OUI_TIA, kind, text.encode()) for kind, text in _PHONE_INVENTORY),
+            _lldp_tlv(0, b""),
+        ])
+        self.site.emit(t, _ether("01:80:c2:00:00:0e", phone.mac, _ETH_LLDP, body))
+        if fast_start:
+            self.site.at(t + 1.0, lambda t2: self.phone_lldp(t2, fast_start - 1))
+        else:
+            self.site.at(t + 30.0 + self.rng.uniform(-0.02, 0.02), self.phone_lldp)
+
+    def phone_dhcp(self, t: float) -> None:
         site, phone = self.site, self.h["phone"]
         t = site.dhcp(t, phone, hostname="Polycom_0004f2a1b2c3", vendor_class="Polycom-VVX411",
                       params=[1, 3, 6, 12, 15, 28, 42, 43, 66, 150, 160])
+        self.phone_addressed = t
         self.sip_call_id = f"{self.rng.getrandbits(64):016x}"
         self.sip_tag = f"{self.rng.getrandbits(32):08X}-{self.rng.getrandbits(16):04X}"
         self.sip_register(t + self.rng.uniform(3.0, 6.0))
@@ -798,11 +999,65 @@ class _Scenario:
                           params=[1, 121, 33, 3, 6, 12, 15, 26, 28, 51, 54, 58, 59, 119])
             t = self.ubuntu_check(t)
             site.at(t + rng.uniform(120.0, 200.0), self.engineering_session)
+            site.at(t + rng.uniform(30.0, 90.0), self.switch_snmp_poll)
         else:
             t = site.dhcp(t, ws, hostname=name.upper(), vendor_class="MSFT 5.0",
                           params=[1, 3, 6, 15, 31, 33, 43, 44, 46, 47, 119, 121, 249, 252])
             t = self.ncsi(t + rng.uniform(0.5, 2.0), ws)
+            site.at(t + rng.uniform(2.0, 6.0), lambda t2: self.ssdp_search(t2, ws))
         site.at(t + rng.uniform(8.0, 30.0), lambda t2: self.browse(t2, name))
+
+    def ssdp_search(self, t: float, ws: _Node) -> None:
+        """Windows' SSDP discovery: M-SEARCH, the camera answers, the workstation fetches the
+        UPnP device description the answer points at."""
+        site, rng, cam = self.site, self.rng, self.h["camera"]
+        assert ws.mac is not None
+        sport = ws.port(rng)
+        search = (b"M-SEARCH * HTTP/1.1\r\nHOST: 239.255.255.250:1900\r\n"
+                  b"MAN: \"ssdp:discover\"\r\nMX: 1\r\nST: upnp:rootdevice\r\n\r\n")
+        packet = _ipv4(ws.ip, "239.255.255.250", _PROTO_UDP, _udp(sport, 1900, search), ttl=2,
+                       ident=ws.next_ipid(), df=False)
+        site.emit(t, _ether("01:00:5e:7f:ff:fa", ws.mac, _ETH_IPV4, packet))
+        t += rng.uniform(0.05, 0.9)
+        location = f"http://{cam.ip}:49152/rootdesc1.xml"
+        answer = ("HTTP/1.1 200 OK\r\nCACHE-CONTROL: max-age=1800\r\n"
+                  f"DATE: {_http_date(t)}\r\nEXT:\r\nLOCATION: {location}\r\n"
+                  "OPT: \"http://schemas.upnp.org/upnp/1/0/\"; ns=01\r\n"
+                  f"SERVER: {_CAMERA_SERVER}\r\nST: upnp:rootdevice\r\n"
+                  f"USN: uuid:{_CAMERA_UPNP_UUID}::upnp:rootdevice\r\n\r\n").encode()
+        t = site.send(t, cam, ws, _PROTO_UDP, _udp(1900, sport, answer), df=False)
+        t += rng.uniform(0.002, 0.02)
+        request = _http_request("GET", "/rootdesc1.xml", [
+            ("Cache-Control", "no-cache"), ("Connection", "Close"), ("Pragma", "no-cache"),
+            ("Accept", "text/xml, application/xml"),
+            ("User-Agent", "Microsoft-Windows/10.0 UPnP/1.0"), ("Host", f"{cam.ip}:49152")])
+        description = (
+            '<?xml version="1.0"?>\n<root xmlns="urn:schemas-upnp-org:device-1-0">\n'
+            "<specVersion><major>1</major><minor>0</minor></specVersion>\n"
+            f"<URLBase>http://{cam.ip}:49152/</URLBase>\n<device>\n"
+            "<deviceType>urn:schemas-upnp-org:device:Basic:1</deviceType>\n"
+            "<friendlyName>AXIS P3245-LV - ACCC8E2B41F7</friendlyName>\n"
+            "<manufacturer>AXIS</manufacturer>\n"
+            "<manufacturerURL>http://www.axis.com/</manufacturerURL>\n"
+            "<modelDescription>AXIS P3245-LV Network Camera</modelDescription>\n"
+            "<modelName>AXIS P3245-LV</modelName>\n<modelNumber>P3245-LV</modelNumber>\n"
+            "<modelURL>http://www.axis.com/</modelURL>\n"
+            "<serialNumber>ACCC8E2B41F7</serialNumber>\n"
+            f"<UDN>uuid:{_CAMERA_UPNP_UUID}</UDN>\n"
+            "<serviceList>\n<service>\n"
+            "<serviceType>urn:axis-com:service:BasicService:1</serviceType>\n"
+            "<serviceId>urn:axis-com:serviceId:BasicServiceId</serviceId>\n"
+            "<controlURL>/upnp/control/BasicServiceId</controlURL>\n"
+            "<eventSubURL>/upnp/event/BasicServiceId</eventSubURL>\n"
+            "<SCPDURL>/scpd_basic.xml</SCPDURL>\n</service>\n</serviceList>\n"
+            f"<presentationURL>http://{cam.ip}:80/</presentationURL>\n"
+            "</device>\n</root>\n").encode()
+        response = _http_response("200 OK", [
+            ("CONTENT-TYPE", 'text/xml; charset="utf-8"'), ("DATE", _http_date(t)),
+            ("LAST-MODIFIED", "Wed, 06 Dec 2023 10:21:44 GMT"), ("SERVER", _CAMERA_SERVER),
+            ("X-User-Agent", "redsonic"), ("CONNECTION", "close")], description)
+        site.http(t, ws, cam, [(request, response)], server_closes=True,
+                  linger=(0.0001, 0.0005), work=(0.002, 0.01), port=49152)
 
     def ncsi(self, t: float, ws: _Node) -> float:
         t, server = self.site.lookup(t, ws, "www.msftconnecttest.com", aaaa=True)

@@ -36,6 +36,23 @@ ATTRIBUTES = frozenset({
     "snmp_community", "smb_os", "smb_native_lanman", "p0f_signature", "p0f_os",
     # identity values (from any protocol that states them)
     "vendor", "model", "os", "os_version", "firmware", "serial", "device_type",
+    "hardware_version", "product_code", "product_name", "module", "order_number", "plc_mode",
+    "rack_slot", "role",
+    # industrial addressing and identity as each protocol states it
+    "modbus_unit_id", "s7_protocol", "enip_vendor_id", "enip_device_type", "cip_product_name",
+    "dnp3_address", "bacnet_device_instance", "bacnet_vendor_id", "bacnet_object_name",
+    "iec104_common_address", "opcua_endpoint_url", "opcua_application_uri",
+    "opcua_product_uri", "opcua_application_name", "opcua_security_policy",
+    "opcua_security_mode", "profinet_station_name", "profinet_vendor_id", "profinet_device_id",
+    "profinet_role", "mqtt_client_id", "mqtt_topic", "mqtt_username_present",
+    "mqtt_password_cleartext", "coap_uri", "hart_device",
+})
+
+# What can be done to a device (issue "Speak OT"): the event vocabulary.
+EVENT_TYPES = frozenset({
+    "program_upload", "program_download", "plc_stop", "plc_start", "mode_change",
+    "firmware_update", "config_write", "cold_restart", "warm_restart", "device_reset",
+    "register_write", "point_operate", "time_set", "file_transfer",
 })
 
 
@@ -65,6 +82,7 @@ class Evidence:
 
     def __init__(self) -> None:
         self.facts: list[tuple[Side, str, str, float]] = []
+        self.mac_facts: list[tuple[str, str, str, float]] = []
         self.events: list[tuple[Side, str, dict[str, Any]]] = []
         self.errors: list[tuple[Side, str]] = []
 
@@ -78,7 +96,19 @@ class Evidence:
         if text:
             self.facts.append((about, attribute, text[:1024], confidence))
 
+    def fact_for_mac(self, mac: str, attribute: str, value: str | int, *,
+                     confidence: float = 0.5) -> None:
+        """A fact about a host named by MAC inside the payload (e.g. a DHCP client behind a relay)."""
+        before = len(self.facts)
+        self.fact(attribute, value, confidence=confidence)
+        if len(self.facts) > before:
+            _, attr, text, conf = self.facts.pop()
+            self.mac_facts.append((mac.lower(), attr, text, conf))
+
     def event(self, kind: str, *, about: Side = "src", **details: Any) -> None:
+        """Something done by the packet's sender to its receiver (about="src": the actor)."""
+        if kind not in EVENT_TYPES:
+            raise ValueError(f"unknown event type {kind!r} (see dissect.base.EVENT_TYPES)")
         self.events.append((about, kind, details))
 
     def error(self, reason: str, *, about: Side = "src") -> None:
@@ -86,6 +116,7 @@ class Evidence:
 
     def clear(self) -> None:
         self.facts.clear()
+        self.mac_facts.clear()
         self.events.clear()
         self.errors.clear()
 
@@ -99,6 +130,9 @@ class Dissector:
     ethertypes: ClassVar[frozenset[int]] = frozenset()
     protocols: ClassVar[frozenset[str]] = frozenset()  # catalog names, e.g. "cdp", "stp"
     tcp_syn: ClassVar[bool] = False  # also wants TCP SYN / SYN-ACK segments (no payload)
+    # every new TCP payload on its ports, not only each flow's first segments (for protocols
+    # whose operations run through the whole session, e.g. industrial ones)
+    tcp_all_segments: ClassVar[bool] = False
     # heuristic: TCP payloads on any port that start with one of these 4-byte prefixes
     tcp_prefixes: ClassVar[frozenset[bytes]] = frozenset()
 

@@ -31,8 +31,10 @@ class HTTP(Dissector):
     def dissect(self, pkt: Packet, out: Evidence) -> None:
         data = pkt.payload[:MAX_HEADERS]
         if data.startswith(METHODS):
-            if b" HTTP/" not in data.split(b"\r\n", 1)[0]:
-                out.error("request line without an HTTP version")
+            line = data.split(b"\r\n", 1)[0]
+            if b" HTTP/" not in line:
+                if b" SIP/" not in line and b" RTSP/" not in line:  # same methods, other protocols
+                    out.error("request line without an HTTP version")
                 return
             headers = parse_headers(data)
             if "user-agent" in headers:

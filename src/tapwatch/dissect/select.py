@@ -74,8 +74,8 @@ def _has_prefix(buf, po, prefixes):
 
 @njit(cache=True)
 def select(n, buf, ipproto, sport, dport, tcpflags, ethertype, l3, l3id, pay_off, pay_len,
-           l3_off, smac, shi, slo, dhi, dlo, tcp_int, udp_int, eth_int, proto_int, want_syn,
-           prefixes, seen, seen_used, flow_keys, flow_counts, flow_used, out):
+           l3_off, smac, shi, slo, dhi, dlo, tcp_int, tcp_all, udp_int, eth_int, proto_int,
+           want_syn, prefixes, seen, seen_used, flow_keys, flow_counts, flow_used, out):
     """Indices of rows [0, n) to dissect, written to `out`; returns how many."""
     m = 0
     for i in range(n):
@@ -85,7 +85,9 @@ def select(n, buf, ipproto, sport, dport, tcpflags, ethertype, l3, l3id, pay_off
         hit = False
         syn = False
         if proto == 6:
-            if pl >= 4 and _has_prefix(buf, po, prefixes):
+            if pl > 0 and (tcp_all[sport[i]] or tcp_all[dport[i]]):
+                hit = True
+            elif pl >= 4 and _has_prefix(buf, po, prefixes):
                 hit = True  # a message start (e.g. each request of a persistent HTTP flow)
             elif pl > 0 and (tcp_int[sport[i]] or tcp_int[dport[i]]):
                 h = _mix(_mix(_mix(_mix(np.int64(6), slo[i]), dlo[i] ^ shi[i]), dhi[i]),

@@ -63,12 +63,14 @@ class DissectStage:
         self.syn: list[Dissector] = []
         self.by_prefix: dict[bytes, list[Dissector]] = defaultdict(list)
         tcp = np.zeros(65536, dtype=np.bool_)
+        tcp_all = np.zeros(65536, dtype=np.bool_)
         udp = np.zeros(65536, dtype=np.bool_)
         eth = np.zeros(65536, dtype=np.bool_)
         proto = np.zeros(256, dtype=np.bool_)
         for d in self.dissectors:
             for p in d.tcp_ports:
                 tcp[p] = True
+                tcp_all[p] |= d.tcp_all_segments
                 self.by_tcp[p].append(d)
             for p in d.udp_ports:
                 udp[p] = True
@@ -84,7 +86,7 @@ class DissectStage:
             for prefix in d.tcp_prefixes:
                 self.by_prefix[prefix].append(d)
         prefixes = np.array([int.from_bytes(p, "big") for p in self.by_prefix], dtype=np.int64)
-        self.tables = (tcp, udp, eth, proto, bool(self.syn), prefixes)
+        self.tables = (tcp, tcp_all, udp, eth, proto, bool(self.syn), prefixes)
         self.seen = np.zeros(sel.SEEN_SLOTS, dtype=np.int64)
         self.flow_keys = np.zeros(sel.FLOW_SLOTS, dtype=np.int64)
         self.flow_counts = np.zeros(sel.FLOW_SLOTS, dtype=np.int64)
@@ -125,8 +127,10 @@ class DissectStage:
         proto = int(rows.ipproto[i])
         if proto == 6:
             found = self.by_tcp.get(int(rows.dport[i]), []) + self.by_tcp.get(int(rows.sport[i]), [])
-            if not found:
-                found = self.by_prefix.get(payload[:4], []) if payload else self.syn
+            if payload:  # a recognisable message start wins even on another protocol's port
+                found = found + self.by_prefix.get(payload[:4], [])
+            elif rows.tcpflags[i] & 0x02:
+                found = self.syn  # a SYN or SYN-ACK: only header fingerprints apply
             return list(dict.fromkeys(found))
         if proto == 17:
             found = self.by_udp.get(int(rows.dport[i]), []) + self.by_udp.get(int(rows.sport[i]), [])
@@ -164,8 +168,9 @@ class DissectStage:
     def _fold(self, source: str, pkt: Packet, src: tuple[str, str], dst: tuple[str, str] | None,
               ev: Evidence) -> None:
         res = self.results
-        for about, attribute, value, confidence in ev.facts:
-            who = src if about == "src" else dst
+        facts = [(src if about == "src" else dst, a, v, c) for about, a, v, c in ev.facts]
+        facts += [((mac, ""), a, v, c) for mac, a, v, c in ev.mac_facts]
+        for who, attribute, value, confidence in facts:
             if who is None or not (who[0] or who[1]):
                 continue
             key = (who[0], who[1], attribute, value, source)

@@ -278,12 +278,16 @@ def _relink_connections(session: Session, macs: set[str], loose_ips: set[str]) -
 
 
 def record_file(session: Session, *, content_hash: str, size: int, head_hash: str, path: str,
-                sensor: str, packets: int, first_ns: int | None, last_ns: int | None) -> None:
-    session.add(IngestedFile(
+                sensor: str, packets: int, first_ns: int | None, last_ns: int | None) -> int:
+    """Remember an analyzed file; returns its id."""
+    row = IngestedFile(
         content_hash=content_hash, size=size, head_hash=head_hash, path=path, sensor=sensor,
         packets=packets, first_seen=ns_to_dt(first_ns) if first_ns is not None else None,
         last_seen=ns_to_dt(last_ns) if last_ns is not None else None, ingested_at=_utcnow(),
-    ))
+    )
+    session.add(row)
+    session.flush()
+    return row.id
 
 
 # -- reading ------------------------------------------------------------------------------

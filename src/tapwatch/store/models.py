@@ -170,3 +170,30 @@ class ProtocolError(Base):
     protocol: Mapped[str] = mapped_column(String(32))
     count: Mapped[int] = mapped_column(default=0)
     last_reason: Mapped[str] = mapped_column(String(255))
+
+
+class Event(Base):
+    """Something one device did to another (a PLC stop, a program download, …), with evidence."""
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_kind_time", "kind", "ts"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ts: Mapped[datetime] = mapped_column(index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    protocol: Mapped[str] = mapped_column(String(32))
+    src_mac: Mapped[str] = mapped_column(String(17))
+    src_ip: Mapped[str] = mapped_column(String(45))
+    dst_mac: Mapped[str] = mapped_column(String(17))
+    dst_ip: Mapped[str] = mapped_column(String(45))
+    src_device_id: Mapped[int | None] = mapped_column(
+        Integer, ForeignKey("devices.id", ondelete="SET NULL"), index=True
+    )
+    dst_device_id: Mapped[int | None] = mapped_column(
+        Integer, ForeignKey("devices.id", ondelete="SET NULL"), index=True
+    )
+    file_id: Mapped[int | None] = mapped_column(
+        Integer, ForeignKey("ingested_files.id", ondelete="SET NULL")
+    )
+    packet: Mapped[int]  # packet number in that file, for the evidence
+    details: Mapped[Any] = mapped_column(default=dict)
