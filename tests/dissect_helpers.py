@@ -26,6 +26,7 @@ def run_capture(path: str | Path, *names: str) -> DissectResults:
         for chunk in reader.chunks():
             for rows in decoder.batches(chunk):
                 stage.batch(chunk, rows)
+    stage.finish()
     return stage.results
 
 

@@ -88,7 +88,8 @@ def write_registry(directory: Path) -> None:
     (directory / "oui.csv").write_text(
         header + 'MA-L,ACBBCC,"Example Networks, Inc.",1 Road Town US\n'
         'MA-L,001122,IEEE Registration Authority,445 Hoes Lane\n', encoding="utf-8")
-    (directory / "mam.csv").write_text(header + "MA-M,0011225,Middle Things Corp,Somewhere\n", encoding="utf-8")
+    (directory / "mam.csv").write_text(header + "MA-M,0011225,Middle Things Corp,Somewhere\n",
+                                       encoding="utf-8")
     (directory / "oui36.csv").write_text(header + "MA-S,001122567,Small Things GmbH,Berlin DE\n",
                                          encoding="utf-8")
 
@@ -173,6 +174,7 @@ def test_vendor_display_names():
 
 def test_name_order_of_trust():
     facts = [
+        fact("profinet_station_name", "pn-io-7", "profinet_dcp"),
         fact("dns_name", "host-12.corp.example.com.", "dns"),
         fact("snmp_sysname", "sw-core-1", "snmp"),
         fact("cdp_device_id", "SW-CORE-1.corp", "cdp"),
@@ -182,12 +184,12 @@ def test_name_order_of_trust():
         fact("hostname", "lucas-imac", "dhcp"),
     ]
     expected = ["lucas-imac", "LUCAS-IMAC", "Lucas-iMac", "sw-core-1.corp.example.com",
-                "SW-CORE-1.corp", "sw-core-1", "host-12.corp.example.com"]
+                "SW-CORE-1.corp", "sw-core-1", "host-12.corp.example.com", "pn-io-7"]
     ident = identify(None, facts)
     assert ident.name == "lucas-imac"
     assert [e.value for e in ident.evidence["name"]] == ["lucas-imac", "sw-core-1.corp.example.com",
                                                           "SW-CORE-1.corp", "sw-core-1",
-                                                          "host-12.corp.example.com"]
+                                                          "host-12.corp.example.com", "pn-io-7"]
     # each tier takes over when the ones above it are missing
     for i in range(len(facts)):
         present = facts[: len(facts) - i]
@@ -196,6 +198,10 @@ def test_name_order_of_trust():
 
 def test_name_cleanup_and_non_dhcp_hostnames():
     assert identify(None, [fact("mdns_name", "Living-Room.local.", "mdns")]).name == "Living-Room"
+    instance = fact("mdns_name", "Luca\u2019s iMac._ssh._tcp.local", "mdns")
+    assert identify(None, [instance]).name == "Luca\u2019s iMac"
+    assert identify(None, [fact("mdns_name", "7.2.0.10.in-addr.arpa", "mdns")]).name is None
+    assert identify(None, [fact("mdns_name", "_services._dns-sd._udp.local", "mdns")]).name is None
     assert identify(None, [fact("netbios_name", "KW-VLIPC<00>", "netbios")]).name == "KW-VLIPC"
     # a host name from another protocol ranks after the DNS name
     ident = identify(None, [fact("hostname", "from-syslog", "syslog"), fact("dns_name", "a.example", "dns")])
@@ -239,6 +245,11 @@ def test_vendor_candidates_merge_across_spellings():
                             fact("vendor", "SIEMENS", "s7comm", 0.4)])
     assert ident.vendor == "Siemens"
     assert len({e.value for e in ident.evidence["vendor"]}) == 1
+
+
+def test_model_in_parentheses():
+    ident = identify(None, [fact("model", "(HP LaserJet M404)", "mdns", 0.6)])
+    assert ident.model == "HP LaserJet M404"
 
 
 def test_unknown_device_type_values_are_ignored():

@@ -132,6 +132,8 @@ class Analyzer:
                 last_ns = hi if last_ns is None else max(last_ns, hi)
             if self.progress:
                 self.progress(result.path, reader.base + reader.pos, reader.packets)
+        if stage:
+            stage.finish()
         result.packets = reader.packets
         result.warnings = reader.warnings + _skip_warnings(result.path, skipped)
         digest = reader.digest()

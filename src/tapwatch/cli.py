@@ -310,16 +310,17 @@ def events_list(db: str | None, fmt: str, kind: str | None) -> None:
              "source_ip": r["source"]["ip"], "source_device_id": r["source"]["device_id"],
              "destination_ip": r["destination"]["ip"],
              "destination_device_id": r["destination"]["device_id"], "packet": r["packet"],
+             "count": r["count"], "last_time": r["last_time"],
              "details": json.dumps(r["details"], sort_keys=True)} for r in rows]
     if fmt == "csv":
         write_csv(flat, list(flat[0]) if flat else ["id", "time", "type", "protocol"])
         return
     table = Table(title=f"{len(rows)} events", title_justify="left")
-    for col in ("Time", "Type", "Protocol", "Source", "Destination", "Packet", "Details"):
+    for col in ("Time", "Type", "Protocol", "Source", "Destination", "Count", "Packet", "Details"):
         table.add_column(col, overflow="fold")
     for r in flat:
         table.add_row(_short_time(r["time"]), r["type"], r["protocol"], r["source_ip"] or "",
-                      r["destination_ip"] or "", str(r["packet"]), r["details"])
+                      r["destination_ip"] or "", str(r["count"]), str(r["packet"]), r["details"])
     Console(width=max(160, Console().width)).print(table)
 
 

@@ -144,7 +144,7 @@ CATALOG: tuple[Protocol, ...] = (
     Protocol("enip", tcp=(44818,), udp=(44818,)),
     Protocol("cip-io", udp=(2222,)),
     Protocol("dnp3", tcp=(20000,), udp=(20000,)),
-    Protocol("bacnet", udp=(47808,)),
+    Protocol("bacnet", udp=(47808,), llc_saps=(0x82,)),
     Protocol("iec104", tcp=(2404,)),
     Protocol("opcua", tcp=(4840,)),
     Protocol("profinet-cm", udp=(34964,)),

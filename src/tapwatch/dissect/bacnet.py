@@ -18,7 +18,7 @@ import csv
 import functools
 import importlib.resources
 import io
-from typing import TypeGuard
+from typing import Any, TypeGuard
 
 from tapwatch.dissect import register
 from tapwatch.dissect.base import Dissector, Evidence, Packet
@@ -323,7 +323,7 @@ class BACnet(Dissector):
                    out: Evidence) -> None:
         end = len(body)
         if service in CONFIG_SERVICES:
-            details: dict[str, object] = {"service": CONFIG_SERVICES[service], "relayed": relayed}
+            details: dict[str, Any] = {"service": CONFIG_SERVICES[service], "relayed": relayed}
             t = read_tag(body, 0, end)
             if service == 17:  # DeviceCommunicationControl: [0] duration?, [1] enable-disable
                 for _ in range(3):

@@ -133,6 +133,10 @@ class Dissector:
     # every new TCP payload on its ports, not only each flow's first segments (for protocols
     # whose operations run through the whole session, e.g. industrial ones)
     tcp_all_segments: ClassVar[bool] = False
+    # payload byte ranges (offset, length) that change in every message without saying
+    # anything new (transaction ids, sequence numbers): ignored when the selector decides
+    # whether a payload was seen before, so a repeated poll is dissected once
+    novelty_ignore: ClassVar[tuple[tuple[int, int], ...]] = ()
     # heuristic: TCP payloads on any port that start with one of these 4-byte prefixes
     tcp_prefixes: ClassVar[frozenset[bytes]] = frozenset()
 

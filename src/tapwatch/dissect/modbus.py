@@ -128,9 +128,9 @@ class Resync:
         self._next[(pkt.src_ip, pkt.sport, pkt.dst_ip, pkt.dport)] = (seq + end) & 0xFFFFFFFF
 
 
-def function_codes(payload: bytes) -> list[int]:
-    """Function codes of the well-framed ADUs at the start of a payload (for tests)."""
-    return [pdu[0] for _tid, _unit, pdu, _complete in _adus(payload)[0] if pdu]
+def pdus(payload: bytes) -> list[bytes]:
+    """The PDUs (function code on) of the well-framed ADUs of a payload, for tests and tools."""
+    return [pdu for _tid, _unit, pdu, _complete in _adus(payload)[0] if pdu]
 
 
 def _adus(data: bytes, off: int = 0) -> tuple[list[tuple[int, int, bytes, bool]], str | None, int]:
@@ -138,13 +138,18 @@ def _adus(data: bytes, off: int = 0) -> tuple[list[tuple[int, int, bytes, bool]]
     any, and where the last ADU ends (beyond the data when it was cut)."""
     adus: list[tuple[int, int, bytes, bool]] = []
     end = len(data)
-    while off + 8 <= end and len(adus) < MAX_ADUS:
-        tid, pid, length, unit = MBAP.unpack_from(data, off)
-        if pid != 0:  # not Modbus; after a valid ADU, the stream is out of step
+    while off + 4 <= end and len(adus) < MAX_ADUS:
+        if data[off + 2 : off + 4] != b"\x00\x00":  # protocol id: not Modbus
             return adus, "bytes after an ADU are not an MBAP header" if adus else None, off
+        if off + 6 > end:
+            break
+        length = int.from_bytes(data[off + 4 : off + 6], "big")
         if length < 2 or length > MAX_LENGTH:
             return adus, f"MBAP length {length}", off
         stop = off + 6 + length
+        if off + 8 > end:  # the segment ends inside the header
+            return adus, None, stop
+        tid, _pid, _length, unit = MBAP.unpack_from(data, off)
         adus.append((tid, unit, data[off + 7 : min(stop, end)], stop <= end))
         off = stop
     return adus, None, off
@@ -155,6 +160,7 @@ class Modbus(Dissector):
     name = "modbus"
     tcp_ports = frozenset({PORT})
     tcp_all_segments = True
+    novelty_ignore = ((0, 2),)  # the MBAP transaction id changes with every poll
 
     def __init__(self) -> None:
         # UMAS answers do not repeat the request's code: (client, port, server, tid) -> code
@@ -176,7 +182,7 @@ class Modbus(Dissector):
                 continue
             if self._pdu(pkt, out, request, tid, unit, pdu, complete):
                 units.add(unit)
-        if error and pkt.payload:
+        if error:
             out.error(error)
         if units:
             client: Side = "src" if request else "dst"

@@ -254,8 +254,8 @@ class S7Comm(Dissector):
             self._pi_service(param, out)
         elif func == PLC_STOP:
             # function, 5 unknown bytes, length of the PI service name, the name
-            name = param[7 : 7 + param[6]].decode("ascii", "replace") if len(param) > 7 else ""
-            out.event("plc_stop", service=name)
+            service = param[7 : 7 + param[6]].decode("ascii", "replace") if len(param) > 7 else ""
+            out.event("plc_stop", service=service)
 
     def _pi_service(self, param: bytes, out: Evidence) -> None:
         # function, 7 unknown bytes, parameter block length (2), parameter block, name length, name

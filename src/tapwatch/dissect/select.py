@@ -12,10 +12,12 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-SEEN_SLOTS = 1 << 20
+SEEN_SLOTS = 1 << 17
 FLOW_SLOTS = 1 << 16
 TCP_SEGMENTS_PER_DIRECTION = 4
-HASH_BYTES = 512
+HASH_BYTES = 1024  # a payload's identity: its length, first 1024 bytes and last 8 bytes
+MAX_IGNORED = 4  # byte ranges a dissector may exclude from that identity…
+MASKED_BYTES = 64  # …within the first bytes of the payload
 
 
 @njit(cache=True, inline="always")
@@ -24,23 +26,35 @@ def _mix(h, k):
     return h ^ ((h >> 31) & np.int64(0x1FFFFFFFF))
 
 
-@njit(cache=True)
-def _remember(table, used, h):
-    """Insert h into an open-addressing set; True when it was not there yet."""
-    if h == 0:
-        h = 1
+@njit(cache=True, inline="always")
+def _remember(table, hits, last, used, h, ts):
+    """Insert h into an open-addressing set; True when it was not there yet. A repeat is
+    counted in `hits` with its time in `last`, so folded duplicates keep their count."""
     mask = table.shape[0] - 1
-    if used[0] * 2 > table.shape[0]:
-        table[:] = 0
-        used[0] = 0
     s = h & mask
     while table[s] != 0:
         if table[s] == h:
+            hits[s] += 1
+            last[s] = ts
             return False
         s = (s + 1) & mask
     table[s] = h
+    hits[s] = 0
+    last[s] = ts
     used[0] += 1
     return True
+
+
+@njit(cache=True)
+def lookup(table, h):
+    """Slot of h in the seen set, or -1."""
+    mask = table.shape[0] - 1
+    s = h & mask
+    while table[s] != 0:
+        if table[s] == h:
+            return s
+        s = (s + 1) & mask
+    return -1
 
 
 @njit(cache=True)
@@ -73,12 +87,19 @@ def _has_prefix(buf, po, prefixes):
 
 
 @njit(cache=True)
-def select(n, buf, ipproto, sport, dport, tcpflags, ethertype, l3, l3id, pay_off, pay_len,
+def select(start, n, ts, buf, ipproto, sport, dport, tcpflags, ethertype, l3, l3id, pay_off, pay_len,
            l3_off, smac, shi, slo, dhi, dlo, tcp_int, tcp_all, udp_int, eth_int, proto_int,
-           want_syn, prefixes, seen, seen_used, flow_keys, flow_counts, flow_used, out):
-    """Indices of rows [0, n) to dissect, written to `out`; returns how many."""
+           want_syn, prefixes, tcp_mask, udp_mask, masks, scratch, seen, seen_hits, seen_last,
+           seen_used, flow_keys, flow_counts, flow_used, out, out_hash):
+    """Indices of rows [start, n) to dissect, written to `out` with their payload hashes.
+
+    Returns (selected, next row): it stops early when the seen set is half full, so the
+    caller can collect the repeat counts of what it dissected before clearing the set.
+    """
     m = 0
-    for i in range(n):
+    for i in range(start, n):
+        if seen_used[0] * 2 > seen.shape[0]:
+            return m, i
         proto = ipproto[i]
         po = pay_off[i]
         pl = pay_len[i]
@@ -115,18 +136,49 @@ def select(n, buf, ipproto, sport, dport, tcpflags, ethertype, l3, l3id, pay_off
             for j in range(t + 20, po):
                 h = _mix(h, np.int64(buf[j]))
         else:
-            end = po + (pl if pl < HASH_BYTES else HASH_BYTES)
-            j = po
-            while j + 8 <= end:
-                w = np.int64(0)
-                for k in range(8):
-                    w = (w << 8) | buf[j + k]
-                h = _mix(h, w)
-                j += 8
-            while j < end:
+            mask = -1
+            if proto == 6:
+                mask = tcp_mask[dport[i]] if tcp_mask[dport[i]] >= 0 else tcp_mask[sport[i]]
+            elif proto == 17:
+                mask = udp_mask[dport[i]] if udp_mask[dport[i]] >= 0 else udp_mask[sport[i]]
+            hn = pl if pl < HASH_BYTES else HASH_BYTES
+            head = 0  # bytes hashed from the blanked copy
+            if mask >= 0:  # blank what changes in every message (transaction ids, sequences)
+                head = hn if hn < MASKED_BYTES else MASKED_BYTES
+                for j in range(head):
+                    scratch[j] = buf[po + j]
+                for r in range(MAX_IGNORED):
+                    a = masks[mask, 2 * r]
+                    b = a + masks[mask, 2 * r + 1]
+                    for j in range(a, b if b < head else head):
+                        scratch[j] = 0
+                j = 0
+                while j + 8 <= head:
+                    w = np.int64(0)
+                    for k in range(8):
+                        w = (w << 8) | scratch[j + k]
+                    h = _mix(h, w)
+                    j += 8
+                while j < head:
+                    h = _mix(h, np.int64(scratch[j]))
+                    j += 1
+            j = po + head
+            words = (hn - head) >> 3
+            if words:  # whole 8-byte words straight from the buffer
+                view = buf[j : j + 8 * words].view(np.int64)
+                for k in range(words):
+                    h = _mix(h, view[k])
+                j += 8 * words
+            while j < po + hn:
                 h = _mix(h, np.int64(buf[j]))
                 j += 1
-        if _remember(seen, seen_used, h):
+            if pl > HASH_BYTES:
+                for j in range(po + pl - 8, po + pl):
+                    h = _mix(h, np.int64(buf[j]))
+        if h == 0:
+            h = 1
+        if _remember(seen, seen_hits, seen_last, seen_used, h, ts[i]):
             out[m] = i
+            out_hash[m] = h
             m += 1
-    return m
+    return m, n

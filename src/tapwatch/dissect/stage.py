@@ -20,6 +20,9 @@ from tapwatch.dissect import Dissector, Evidence, Packet, dissectors
 from tapwatch.dissect import select as sel
 
 TRANSPORT = {6: "tcp", 17: "udp"}
+_PACKET_COLUMNS = ("pkt", "ts", "smac", "dmac", "shi", "slo", "dhi", "dlo", "ipproto", "sport",
+                   "dport", "tcpflags", "ttl", "ethertype", "l3id", "l4id", "appid", "pay_off",
+                   "pay_len", "l3_off", "flags")
 
 
 @dataclass
@@ -39,6 +42,8 @@ class EventRecord:
     protocol: str
     kind: str
     details: dict[str, Any]
+    count: int = 1  # identical operations (same sender, same bytes) folded into this one
+    last_ns: int = 0
 
 
 @dataclass
@@ -86,8 +91,14 @@ class DissectStage:
             for prefix in d.tcp_prefixes:
                 self.by_prefix[prefix].append(d)
         prefixes = np.array([int.from_bytes(p, "big") for p in self.by_prefix], dtype=np.int64)
-        self.tables = (tcp, tcp_all, udp, eth, proto, bool(self.syn), prefixes)
+        self.tables = (tcp, tcp_all, udp, eth, proto, bool(self.syn), prefixes,
+                       *self._novelty_masks())
+        self.scratch = np.zeros(sel.MASKED_BYTES, dtype=np.uint8)
         self.seen = np.zeros(sel.SEEN_SLOTS, dtype=np.int64)
+        self.seen_hits = np.zeros(sel.SEEN_SLOTS, dtype=np.int64)
+        self.seen_last = np.zeros(sel.SEEN_SLOTS, dtype=np.int64)
+        self.out_hash = np.empty(0, dtype=np.int64)
+        self._pending: dict[int, list[EventRecord]] = {}  # payload hash -> its events
         self.flow_keys = np.zeros(sel.FLOW_SLOTS, dtype=np.int64)
         self.flow_counts = np.zeros(sel.FLOW_SLOTS, dtype=np.int64)
         self.used = np.zeros(2, dtype=np.int64)
@@ -97,19 +108,54 @@ class DissectStage:
         self._ips: dict[tuple[int, int], str] = {}
         self._evidence = Evidence()
 
+    def _novelty_masks(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per-port index into a table of (offset, length) ranges the selector ignores."""
+        tcp = np.full(65536, -1, dtype=np.int64)
+        udp = np.full(65536, -1, dtype=np.int64)
+        rows = [[0] * (2 * sel.MAX_IGNORED)]
+        for d in self.dissectors:
+            if not d.novelty_ignore:
+                continue
+            flat = [x for rng in d.novelty_ignore[: sel.MAX_IGNORED] for x in rng]
+            rows.append(flat + [0] * (2 * sel.MAX_IGNORED - len(flat)))
+            for p in d.tcp_ports:
+                tcp[p] = len(rows) - 1
+            for p in d.udp_ports:
+                udp[p] = len(rows) - 1
+        return tcp, udp, np.array(rows, dtype=np.int64)
+
     def batch(self, chunk: Chunk, rows: Rows) -> None:
         if not self.dissectors or rows.n == 0:
             return
         if self.out.shape[0] < rows.n:
             self.out = np.empty(rows.capacity, dtype=np.int64)
-        m = sel.select(
-            rows.n, chunk.buf, rows.ipproto, rows.sport, rows.dport, rows.tcpflags,
-            rows.ethertype, rows.l3, rows.l3id, rows.pay_off, rows.pay_len, rows.l3_off,
-            rows.smac, rows.shi, rows.slo, rows.dhi, rows.dlo, *self.tables,
-            self.seen, self.used[0:1], self.flow_keys, self.flow_counts, self.used[1:2], self.out,
-        )
-        for i in self.out[:m].tolist():
-            self._dissect_row(chunk, rows, i)
+            self.out_hash = np.empty(rows.capacity, dtype=np.int64)
+        i = 0
+        while i < rows.n:
+            m, i = sel.select(
+                i, rows.n, rows.ts, chunk.buf, rows.ipproto, rows.sport, rows.dport,
+                rows.tcpflags, rows.ethertype, rows.l3, rows.l3id, rows.pay_off, rows.pay_len,
+                rows.l3_off, rows.smac, rows.shi, rows.slo, rows.dhi, rows.dlo, *self.tables,
+                self.scratch, self.seen, self.seen_hits, self.seen_last, self.used[0:1],
+                self.flow_keys, self.flow_counts, self.used[1:2], self.out, self.out_hash,
+            )
+            if m:
+                self._dissect_rows(chunk, rows, self.out[:m], self.out_hash[:m].tolist())
+            if i < rows.n:  # the seen set is full: settle repeat counts, then forget
+                self.finish()
+                self.seen[:] = 0
+                self.used[0] = 0
+
+    def finish(self) -> None:
+        """Credit each event with the repeats of its payload folded by the selector."""
+        for h, events in self._pending.items():
+            slot = sel.lookup(self.seen, h)
+            if slot >= 0 and self.seen_hits[slot]:
+                for e in events:
+                    e.count += int(self.seen_hits[slot])
+                    e.last_ns = max(e.last_ns, int(self.seen_last[slot]))
+                self.seen_hits[slot] = 0
+        self._pending.clear()
 
     def _mac(self, v: int) -> str:
         s = self._macs.get(v)
@@ -123,50 +169,61 @@ class DissectStage:
             s = self._ips[(hi, lo)] = ip_str(hi, lo)
         return s
 
-    def _candidates(self, rows: Rows, i: int, payload: bytes) -> list[Dissector]:
-        proto = int(rows.ipproto[i])
+    def _candidates(self, proto: int, sport: int, dport: int, ethertype: int, l3id: int,
+                    tcp_flags: int, payload: bytes) -> list[Dissector]:
         if proto == 6:
-            found = self.by_tcp.get(int(rows.dport[i]), []) + self.by_tcp.get(int(rows.sport[i]), [])
+            found = self.by_tcp.get(dport, []) + self.by_tcp.get(sport, [])
             if payload:  # a recognisable message start wins even on another protocol's port
                 found = found + self.by_prefix.get(payload[:4], [])
-            elif rows.tcpflags[i] & 0x02:
+            elif tcp_flags & 0x02:
                 found = self.syn  # a SYN or SYN-ACK: only header fingerprints apply
-            return list(dict.fromkeys(found))
-        if proto == 17:
-            found = self.by_udp.get(int(rows.dport[i]), []) + self.by_udp.get(int(rows.sport[i]), [])
-            return list(dict.fromkeys(found))
-        found = self.by_eth.get(int(rows.ethertype[i]), []) + self.by_proto.get(int(rows.l3id[i]), [])
-        return list(dict.fromkeys(found))
+        elif proto == 17:
+            found = self.by_udp.get(dport, []) + self.by_udp.get(sport, [])
+        else:
+            found = self.by_eth.get(ethertype, []) + self.by_proto.get(l3id, [])
+        return found if len(found) < 2 else list(dict.fromkeys(found))
 
-    def _dissect_row(self, chunk: Chunk, rows: Rows, i: int) -> None:
+    def _dissect_rows(self, chunk: Chunk, rows: Rows, idx: np.ndarray, hashes: list[int]) -> None:
+        """Dissect the selected rows; their columns are gathered once, as Python lists."""
+        col = {name: getattr(rows, name)[idx].tolist() for name in _PACKET_COLUMNS}
+        pkts = col["pkt"]
+        records = rows.pkt[idx]
+        frame_end = (chunk.off[records] + chunk.cap[records]).tolist()
         buf = chunk.buf
-        r = int(rows.pkt[i])
-        po, pl, l3o = int(rows.pay_off[i]), int(rows.pay_len[i]), int(rows.l3_off[i])
-        frame_end = int(chunk.off[r] + chunk.cap[r])
-        src = (self._mac(int(rows.smac[i])), self._ip(int(rows.shi[i]), int(rows.slo[i])))
-        dst = (self._mac(int(rows.dmac[i])), self._ip(int(rows.dhi[i]), int(rows.dlo[i])))
-        pkt = Packet(
-            number=chunk.first_number + r, ts_ns=int(rows.ts[i]), src_mac=src[0], dst_mac=dst[0],
-            src_ip=src[1], dst_ip=dst[1], transport=TRANSPORT.get(int(rows.ipproto[i]), ""),
-            sport=int(rows.sport[i]), dport=int(rows.dport[i]), tcp_flags=int(rows.tcpflags[i]),
-            ttl=int(rows.ttl[i]), ethertype=int(rows.ethertype[i]),
-            protocol=protocols.NAMES[int(rows.appid[i] or rows.l4id[i] or rows.l3id[i])],
-            payload=bytes(buf[po : po + pl]) if po >= 0 else b"",
-            l3=bytes(buf[l3o:frame_end]) if l3o >= 0 else b"",
-        )
-        dst_is_device = not (int(rows.flags[i]) & F_DST_GROUP)
-        self.results.packets += 1
-        for d in self._candidates(rows, i, pkt.payload):
+        for k in range(len(pkts)):
+            po, pl, l3o = col["pay_off"][k], col["pay_len"][k], col["l3_off"][k]
+            proto = col["ipproto"][k]
+            src = (self._mac(col["smac"][k]), self._ip(col["shi"][k], col["slo"][k]))
+            dst = (self._mac(col["dmac"][k]), self._ip(col["dhi"][k], col["dlo"][k]))
+            payload = buf[po : po + pl].tobytes() if po >= 0 else b""
+            candidates = self._candidates(proto, col["sport"][k], col["dport"][k],
+                                          col["ethertype"][k], col["l3id"][k],
+                                          col["tcpflags"][k], payload)
+            if not candidates:
+                continue
+            pkt = Packet(
+                number=chunk.first_number + pkts[k], ts_ns=col["ts"][k], src_mac=src[0],
+                dst_mac=dst[0], src_ip=src[1], dst_ip=dst[1], transport=TRANSPORT.get(proto, ""),
+                sport=col["sport"][k], dport=col["dport"][k], tcp_flags=col["tcpflags"][k],
+                ttl=col["ttl"][k], ethertype=col["ethertype"][k],
+                protocol=protocols.NAMES[col["appid"][k] or col["l4id"][k] or col["l3id"][k]],
+                payload=payload,
+                l3=buf[l3o : frame_end[k]].tobytes() if l3o >= 0 else b"",
+            )
+            receiver = None if col["flags"][k] & F_DST_GROUP else dst
+            self.results.packets += 1
             ev = self._evidence
-            ev.clear()
-            try:
-                d.dissect(pkt, ev)
-            except Exception as e:  # a dissector bug must not stop the capture
-                ev.error(f"{type(e).__name__}: {e}")
-            self._fold(d.name, pkt, src, dst if dst_is_device else None, ev)
+            for d in candidates:
+                ev.clear()
+                try:
+                    d.dissect(pkt, ev)
+                except Exception as e:  # a dissector bug must not stop the capture
+                    ev.error(f"{type(e).__name__}: {e}")
+                if ev.facts or ev.mac_facts or ev.events or ev.errors:
+                    self._fold(d.name, pkt, src, receiver, ev, hashes[k])
 
     def _fold(self, source: str, pkt: Packet, src: tuple[str, str], dst: tuple[str, str] | None,
-              ev: Evidence) -> None:
+              ev: Evidence, payload_hash: int) -> None:
         res = self.results
         facts = [(src if about == "src" else dst, a, v, c) for about, a, v, c in ev.facts]
         facts += [((mac, ""), a, v, c) for mac, a, v, c in ev.mac_facts]
@@ -184,7 +241,10 @@ class DissectStage:
                 st.confidence = max(st.confidence, confidence)
         for about, kind, details in ev.events:
             s, d = (src, dst or ("", pkt.dst_ip)) if about == "src" else (dst or ("", ""), src)
-            res.events.append(EventRecord(pkt.ts_ns, pkt.number, s, d, source, kind, details))
+            record = EventRecord(pkt.ts_ns, pkt.number, s, d, source, kind, details,
+                                 last_ns=pkt.ts_ns)
+            res.events.append(record)
+            self._pending.setdefault(payload_hash, []).append(record)
         for about, reason in ev.errors:
             who = src if about == "src" else (dst or src)
             entry = res.errors.setdefault((who[0], who[1], source), [0, ""])

@@ -11,9 +11,9 @@ specific) text. Every candidate stays in `Identity.evidence`, best first, so one
 always answer "why is this a PLC?".
 
 The name is the first available of: DHCP host name, NetBIOS name, mDNS name (without
-".local"), LLDP system name, CDP device id, SNMP sysName, DNS name; then other host
-names. The class comes from the type (taxonomy); a device of unknown type that speaks
-industrial protocols is OT.
+".local"), LLDP system name, CDP device id, SNMP sysName, DNS name; then the PROFINET
+station name and host names from other protocols. The class comes from the type
+(taxonomy); a device of unknown type that speaks industrial protocols is OT.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from tapwatch.identify import oui, taxonomy
-from tapwatch.identify.rules import (
+from tapwatch.identify.ruleset import (
     ENV_RULES_DIR,
     Condition,
     Rule,
@@ -40,6 +40,17 @@ __all__ = [
 ]
 
 OUI_CONFIDENCE = 0.3
+# `role` facts of OT dissectors: which side of a protocol the device is on
+ROLE_SIDES = {
+    "modbus_server": ("modbus", True), "modbus_client": ("modbus", False),
+    "cip_target": ("enip", True), "cip_originator": ("enip", False),
+    "dnp3_outstation": ("dnp3", True), "dnp3_master": ("dnp3", False),
+    "iec104_controlled": ("iec104", True), "iec104_controlling": ("iec104", False),
+    "bacnet-router": ("bacnet", True), "bacnet-client": ("bacnet", False),
+    "mqtt-broker": ("mqtt", True),
+}
+# facts that name the product: `model` conditions of rules see them too
+MODEL_LIKE = ("product_name", "product_code", "order_number", "cip_product_name", "module")
 IDENTITY_FACTS = {"vendor": "vendor", "model": "model", "os": "os", "firmware": "firmware",
                   "device_type": "type"}
 
@@ -121,6 +132,10 @@ _Hit = tuple[_Item, "re.Match[str] | None"]
 def _test(cond: Condition, items: list[_Item]) -> list[_Hit]:
     hits: list[_Hit] = []
     test = cond.test
+    if cond.min_confidence:
+        items = [i for i in items if i.confidence >= cond.min_confidence]
+    if cond.sources:
+        items = [i for i in items if i.source.lower() in cond.sources]
     if test == "matches":
         assert cond.regex is not None
         search = cond.regex.search
@@ -262,16 +277,18 @@ def _apply_rule(rule: Rule, ctx: dict[str, list[_Item]], out: dict[str, _Candida
         detail = f"rule {rule.id}: " + "; ".join(_quote(s) for s in support) if support \
             else f"rule {rule.id}"
         for attr, text in values:
-            out[attr].add(_key(text), Evidence(text, f"rule:{rule.id}", rule.confidence, detail, count))
+            out[attr].add(_key(text), Evidence(text, f"rule:{rule.id}", rule.confidences[attr], detail,
+                                               count))
     return True
 
 
 # ---------------------------------------------------------------- names
 
 _NAME_ORDER = ("netbios_name", "mdns_name", "lldp_system_name", "cdp_device_id", "snmp_sysname",
-               "dns_name")
-_NAME_LATER = ("hostname", "fqdn", "ntlm_host")
+               "dns_name", "profinet_station_name")
+_NAME_LAST = ("fqdn", "ntlm_host")  # after host names from protocols other than DHCP
 _NETBIOS_SUFFIX = re.compile(r"\s*<[0-9a-fA-F]{2}>.*$")
+_MDNS_INSTANCE = re.compile(r"^(.+?)\._[\w-]+\._(?:tcp|udp)(?:\.|$)", re.IGNORECASE)
 _IPV4 = re.compile(r"^\d{1,3}(?:\.\d{1,3}){3}$")
 
 
@@ -281,9 +298,16 @@ def _clean_name(attribute: str, value: str) -> str:
         name = _NETBIOS_SUFFIX.sub("", name).strip()
     elif attribute in ("mdns_name", "dns_name", "fqdn"):
         name = name.rstrip(".")
-        if attribute == "mdns_name" and name.lower().endswith(".local"):
-            name = name[:-6]
-    if not name or name.lower() in ("localhost", "(none)", "unknown") or _IPV4.match(name):
+        if name.lower().endswith((".in-addr.arpa", ".ip6.arpa")):
+            return ""
+        if attribute == "mdns_name":
+            instance = _MDNS_INSTANCE.match(name)  # "Luca's iMac._ssh._tcp.local"
+            if instance:
+                name = instance.group(1)
+            elif name.lower().endswith(".local"):
+                name = name[:-6]
+    if (not name or name.startswith("_") or name.lower() in ("localhost", "(none)", "unknown")
+            or _IPV4.match(name)):
         return ""
     return name
 
@@ -298,7 +322,7 @@ def _names(facts_by_attr: dict[str, list[FactView]]) -> list[Evidence]:
             tiers.append(facts_by_attr[attr])
     if hostnames:
         tiers.append([f for f in hostnames if not f.source.startswith("dhcp")])
-    for attr in _NAME_LATER[1:]:
+    for attr in _NAME_LAST:
         if attr in facts_by_attr:
             tiers.append(facts_by_attr[attr])
     out: list[Evidence] = []
@@ -321,8 +345,10 @@ def identify(mac: str | None, facts: Sequence[FactView], protocols: Sequence[str
     """The identity of one device from its MAC, its facts and the protocols it speaks.
 
     `served`, when known, lists the protocols the device answers as a server (a PLC
-    serves s7comm, the engineering station only talks it); rules on `served` fall back
-    to `protocols` without it. `rule_set` defaults to default_rules().
+    serves s7comm, the engineering station only talks it). Without it, rules on `served`
+    see `protocols` minus those that `role` facts show the device only uses as a client
+    (modbus_client, cip_originator, dnp3_master, ...). `rule_set` defaults to
+    default_rules().
     """
     ruleset = rule_set if rule_set is not None else default_rules()
     mac_value = oui.parse_mac(mac)
@@ -340,7 +366,16 @@ def identify(mac: str | None, facts: Sequence[FactView], protocols: Sequence[str
     protos = sorted({p.lower() for p in protocols if p})
     if protos:
         ctx["protocol"] = [_Item("protocol", p, "traffic", 1.0, 1) for p in protos]
-    served_list = protos if served is None else sorted({p.lower() for p in served if p})
+    if served is None:  # roles unknown: assume it serves what it speaks, unless a role says otherwise
+        sides: dict[str, set[bool]] = {}
+        for f in facts_by_attr.get("role", ()):
+            role = f.value.lower()
+            side = ROLE_SIDES.get(role) or ((role[:-7], False) if role.endswith("_client") else None)
+            if side:
+                sides.setdefault(side[0], set()).add(side[1])
+        served_list = [p for p in protos if sides.get(p, {True}) != {False}]
+    else:
+        served_list = sorted({p.lower() for p in served if p})
     if served_list:
         ctx["served"] = [_Item("served", p, "traffic", 1.0, 1) for p in served_list]
 
@@ -352,6 +387,8 @@ def identify(mac: str | None, facts: Sequence[FactView], protocols: Sequence[str
             value = f.value.strip()
             if target == "vendor":
                 value = oui.normalize_vendor(value)
+            elif target == "model" and value.startswith("(") and value.endswith(")"):
+                value = value[1:-1].strip()  # mDNS TXT product=(HP LaserJet M404)
             elif target == "type":
                 type_id = taxonomy.normalize_type(value)
                 if type_id is None:
@@ -379,13 +416,16 @@ def identify(mac: str | None, facts: Sequence[FactView], protocols: Sequence[str
         for target, attribute in (("vendor", "vendor"), ("model", "model"), ("os", "os"),
                                   ("firmware", "firmware"), ("type", "device_type")):
             items = list(ctx.get(attribute, ()))
-            present = {i.lower for i in items}
+            if attribute == "model":
+                for alias in MODEL_LIKE:
+                    items.extend(ctx.get(alias, ()))
+            present = {(i.lower, i.source) for i in items}
             for evs in out[target].by_key.values():
-                for ev in evs:
-                    if ev.value.lower() not in present:
-                        present.add(ev.value.lower())
+                for ev in evs:  # every candidate, so that min_confidence sees the strongest
+                    if (ev.value.lower(), ev.source) not in present:
+                        present.add((ev.value.lower(), ev.source))
                         items.append(_Item(attribute, ev.value, ev.source, ev.confidence, ev.count))
-            if target == "vendor" and entry is not None and entry.organization.lower() not in present:
+            if target == "vendor" and entry is not None and entry.organization != entry.vendor:
                 items.append(_Item("vendor", entry.organization, "oui", OUI_CONFIDENCE, 1))
             if items:
                 ctx2[attribute] = items

@@ -197,7 +197,7 @@ def normalize_vendor(name: str) -> str:
             return display
     short = cleaned
     while True:
-        stripped = _LEGAL.sub("", short).strip(" ,.")
+        stripped = _LEGAL.sub("", short).strip(" ,.&")
         if stripped == short or not stripped:
             break
         short = stripped

@@ -6,7 +6,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import case, select
+from sqlalchemy import case, insert, select
 from sqlalchemy.orm import Session
 
 from tapwatch.dissect.stage import DissectResults
@@ -128,13 +128,14 @@ def store_events(session: Session, results: DissectResults, file_id: int | None)
         return 0
     keys = {e.src for e in results.events} | {e.dst for e in results.events}
     owner = _owners(session, keys)
-    session.add_all(
-        Event(ts=ns_to_dt(e.ts_ns), kind=e.kind, protocol=e.protocol, src_mac=e.src[0],
-              src_ip=e.src[1], dst_mac=e.dst[0], dst_ip=e.dst[1], src_device_id=owner.get(e.src),
-              dst_device_id=owner.get(e.dst), file_id=file_id, packet=e.packet,
-              details=_jsonable(e.details))
+    session.execute(insert(Event), [  # Core executemany: no ORM object per event
+        {"ts": ns_to_dt(e.ts_ns), "kind": e.kind, "protocol": e.protocol, "src_mac": e.src[0],
+         "src_ip": e.src[1], "dst_mac": e.dst[0], "dst_ip": e.dst[1],
+         "src_device_id": owner.get(e.src), "dst_device_id": owner.get(e.dst), "file_id": file_id,
+         "packet": e.packet, "details": _jsonable(e.details), "count": e.count,
+         "last_ts": ns_to_dt(max(e.last_ns, e.ts_ns))}
         for e in results.events
-    )
+    ])
     return len(results.events)
 
 
@@ -181,4 +182,5 @@ def event_json(e: Event) -> dict[str, Any]:
         "destination": {"device_id": e.dst_device_id, "mac": e.dst_mac or None,
                         "ip": e.dst_ip or None},
         "packet": e.packet, "file_id": e.file_id, "details": e.details,
+        "count": e.count, "last_time": iso(e.last_ts or e.ts),
     }

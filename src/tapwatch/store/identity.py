@@ -1,31 +1,90 @@
-"""Applying identification to stored devices: their facts in, name/vendor/type/… out."""
+"""Applying identification to stored devices: their facts and behaviour in, identity out.
+
+Behaviour is what the inventory knows beyond single packets: which protocols a device
+serves (it answers them), which industrial servers it polls, and which operations
+(program downloads, PLC stops…) it performs. These become evidence like any fact:
+a device that programs PLCs is an engineering workstation, one that only polls
+controllers is an HMI, one that answers S7 is a controller.
+"""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from tapwatch.identify import FactView, identify
 from tapwatch.store.evidence import facts_of_devices
 from tapwatch.store.inventory import IN_CHUNK
-from tapwatch.store.models import Device
+from tapwatch.store.models import Connection, Device, Event
 
 GATEWAY_FACT = FactView("device_type", "router", "traffic", 0.4)
+INDUSTRIAL = frozenset({
+    "modbus", "s7comm", "enip", "cip-io", "dnp3", "iec104", "bacnet", "opcua", "profinet-cm",
+    "melsec", "fins", "omron-fins", "ads", "codesys", "ge-srtp", "hart-ip", "iccp",
+    "synchrophasor", "foundation-fieldbus", "emerson-roc", "bsap",
+})
+PROGRAMMING = frozenset({"program_download", "program_upload", "plc_stop", "plc_start",
+                         "mode_change", "firmware_update"})
+
+
+def _chunks(ids: list[int]) -> Iterable[list[int]]:
+    for i in range(0, len(ids), IN_CHUNK):
+        yield ids[i : i + IN_CHUNK]
+
+
+def behaviour(session: Session, ids: list[int]) -> tuple[dict[int, set[str]], dict[int, list[FactView]]]:
+    """Protocols each device serves, and facts its behaviour implies."""
+    served: dict[int, set[str]] = defaultdict(set)
+    facts: dict[int, list[FactView]] = defaultdict(list)
+    for part in _chunks(ids):
+        q = (select(Connection.server_device_id, Connection.protocol).distinct()
+             .where(Connection.server_device_id.in_(part)))
+        for device_id, protocol in session.execute(q):
+            if device_id is not None:
+                served[device_id].add(protocol)
+        q2 = (select(Connection.client_device_id, Connection.protocol,
+                     func.count(func.distinct(Connection.server_ip)))
+              .where(Connection.client_device_id.in_(part),
+                     Connection.protocol.in_(sorted(INDUSTRIAL)))
+              .group_by(Connection.client_device_id, Connection.protocol))
+        for device_id, protocol, servers in session.execute(q2):
+            if device_id is None:
+                continue
+            facts[device_id].append(FactView(
+                "role", f"{protocol}_client", "behaviour", 0.5, servers))
+        q3 = (select(Event.src_device_id, Event.kind, func.count())
+              .where(Event.src_device_id.in_(part), Event.kind.in_(sorted(PROGRAMMING)))
+              .group_by(Event.src_device_id, Event.kind))
+        for device_id, _kind, count in session.execute(q3):
+            if device_id is None:
+                continue
+            facts[device_id].append(FactView(
+                "device_type", "engineering_workstation", "behaviour", 0.7, count))
+    for device_id in list(facts):
+        roles = [f for f in facts[device_id] if f.attribute == "role"]
+        if roles and not (served.get(device_id, set()) & INDUSTRIAL):
+            # polls controllers and answers none of their protocols
+            facts[device_id].append(FactView("device_type", "hmi", "behaviour", 0.45,
+                                             sum(f.count for f in roles)))
+    return served, facts
 
 
 def refresh_identity(session: Session, device_ids: Iterable[int]) -> None:
-    """Recompute the shown identity of these devices from all their facts."""
+    """Recompute the shown identity of these devices from all their facts and behaviour."""
     ids = sorted(set(device_ids))
     by_device = facts_of_devices(session, ids)
-    for i in range(0, len(ids), IN_CHUNK):
-        for device in session.scalars(select(Device).where(Device.id.in_(ids[i : i + IN_CHUNK]))):
+    served, implied = behaviour(session, ids)
+    for part in _chunks(ids):
+        for device in session.scalars(select(Device).where(Device.id.in_(part))):
             views = [FactView(f.attribute, f.value, f.source, f.confidence, f.count)
-                     for f in by_device.get(device.id, [])]
+                     for f in by_device.get(device.id, [])] + implied.get(device.id, [])
             if device.is_gateway:  # it routes for addresses behind it
                 views.append(GATEWAY_FACT)
-            ident = identify(device.mac, views, device.protocols)
+            ident = identify(device.mac, views, device.protocols,
+                             served=sorted(served.get(device.id, ())))
             device.name = ident.name
             device.vendor = ident.vendor
             device.type = ident.type

@@ -197,3 +197,5 @@ class Event(Base):
     )
     packet: Mapped[int]  # packet number in that file, for the evidence
     details: Mapped[Any] = mapped_column(default=dict)
+    count: Mapped[int] = mapped_column(default=1)  # identical operations folded into this one
+    last_ts: Mapped[datetime | None]

@@ -10,14 +10,15 @@ A rule file is a mapping with a `rules:` list (a bare list works too). One rule:
         - protocol: ipp
         - protocol: jetdirect
       set: {type: printer, vendor: HP, model: '${model}'}
-      confidence: 0.85
+      confidence: 0.85                      # or per attribute: {default: 0.85, type: 0.6}
 
 A condition names one fact attribute (see tapwatch.dissect.base.ATTRIBUTES), or
 `protocol` (any protocol the device speaks), or `served` (a protocol it answers as a
 server; the same as `protocol` when the caller does not know roles). Identity attributes
 (`vendor`, `model`, `os`, `firmware`, `device_type`) also see the MAC's registry vendor
 and what the rules without identity conditions concluded, so a rule can say "a Siemens
-device that serves s7comm is a PLC". Its test is one of
+device that serves s7comm is a PLC"; `model` also sees product_name, product_code,
+order_number, cip_product_name and module facts. Its test is one of
 
     attr: value                  # equals (case-insensitive)
     attr: [a, b]                 # equals one of them
@@ -25,6 +26,8 @@ device that serves s7comm is a PLC". Its test is one of
     attr: {matches: 'regex'}     # re.search, compiled once
     attr: {exists: true}
     attr: {contains: X, case_sensitive: true}
+    attr: {matches: '^Windows', min_confidence: 0.5}   # ignore weaker values
+    attr: {startswith: '6.1.', source: [smb, ntlm]}    # only values these protocols reported
 
 and conditions combine with `{any: [...]}`, `{all: [...]}` and `{not: condition}`.
 
@@ -37,6 +40,7 @@ facts match the capturing condition (two User-Agents), each one gives a result.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import re
@@ -48,17 +52,17 @@ from typing import Any
 
 import yaml
 
-_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when available
-
 from tapwatch.dissect.base import ATTRIBUTES
 from tapwatch.identify import taxonomy
+
+_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when available
 
 log = logging.getLogger(__name__)
 
 ENV_RULES_DIR = "TAPWATCH_RULES_DIR"
 IDENTITY_ATTRIBUTES = frozenset({"vendor", "model", "os", "firmware", "device_type"})
-ROLE_ATTRIBUTES = frozenset({"protocol", "served"})
-CONDITION_ATTRIBUTES = ATTRIBUTES | ROLE_ATTRIBUTES
+TRAFFIC_ATTRIBUTES = frozenset({"protocol", "served"})
+CONDITION_ATTRIBUTES = ATTRIBUTES | TRAFFIC_ATTRIBUTES
 SETTABLE = ("type", "vendor", "model", "os", "firmware")
 TESTS = ("equals", "contains", "startswith", "endswith", "matches", "exists")
 RULE_KEYS = frozenset({"id", "description", "when", "any", "set", "confidence", "enabled"})
@@ -94,6 +98,8 @@ class Condition:
     regex: re.Pattern[str] | None = None
     case_sensitive: bool = False
     children: tuple[Condition, ...] = ()
+    min_confidence: float = 0.0  # only values at least this confident count
+    sources: frozenset[str] = frozenset()  # only values reported by these protocols (empty: any)
 
     def attributes(self) -> Iterator[str]:
         if self.kind == "test":
@@ -139,6 +145,7 @@ class Rule:
     confidence: float
     path: str
     description: str = ""
+    confidences: dict[str, float] = field(default_factory=dict)  # per attribute set
     enabled: bool = True
     phase: int = 1  # 2 when a condition looks at identity attributes
     index_keys: frozenset[tuple[str, str | None]] | None = None  # None: evaluate always
@@ -209,12 +216,21 @@ def _compile_condition(raw: Any, err: Any) -> Condition:
         raise err(f"unknown attribute {key!r} in a condition (fact attributes are listed in "
                   "tapwatch.dissect.base.ATTRIBUTES; also protocol, served)")
     case_sensitive = False
+    min_confidence = 0.0
+    sources: frozenset[str] = frozenset()
     if isinstance(spec, dict):
         spec = dict(spec)
         cs = spec.pop("case_sensitive", False)
         if not isinstance(cs, bool):
             raise err(f"case_sensitive of {key!r} must be true or false")
         case_sensitive = cs
+        mc = spec.pop("min_confidence", 0.0)
+        if isinstance(mc, bool) or not isinstance(mc, int | float) or not 0 <= mc <= 1:
+            raise err(f"min_confidence of {key!r} must be a number from 0 to 1")
+        min_confidence = float(mc)
+        src = spec.pop("source", None)
+        if src is not None:
+            sources = frozenset(v.lower() for v in _as_values(src, err, f"source of {key!r}"))
         tests = [t for t in spec if t in TESTS]
         unknown = [t for t in spec if t not in TESTS]
         if unknown:
@@ -227,7 +243,7 @@ def _compile_condition(raw: Any, err: Any) -> Condition:
     if test == "exists":
         if value is not True:
             raise err(f"'exists' of {key!r} must be true (use not: for absence)")
-        return Condition("test", key, "exists")
+        return Condition("test", key, "exists", min_confidence=min_confidence, sources=sources)
     if test == "matches":
         if not isinstance(value, str) or not value:
             raise err(f"'matches' of {key!r} needs one regular expression")
@@ -235,11 +251,13 @@ def _compile_condition(raw: Any, err: Any) -> Condition:
             regex = re.compile(value, 0 if case_sensitive else re.IGNORECASE)
         except re.error as exc:
             raise err(f"bad regular expression for {key!r}: {value!r}: {exc}") from None
-        return Condition("test", key, "matches", (value,), regex, case_sensitive)
+        return Condition("test", key, "matches", (value,), regex, case_sensitive,
+                         min_confidence=min_confidence, sources=sources)
     values = _as_values(value, err, f"'{test}' of {key!r}")
     if not case_sensitive:
         values = tuple(v.lower() for v in values)
-    return Condition("test", key, test, values, None, case_sensitive)
+    return Condition("test", key, test, values, None, case_sensitive, min_confidence=min_confidence,
+                     sources=sources)
 
 
 def _regexes(conds: Iterable[Condition]) -> Iterator[re.Pattern[str]]:
@@ -256,8 +274,8 @@ def _required_literals(pattern: re.Pattern[str]) -> frozenset[str] | None:
     failure to analyse a pattern just means "always try it".
     """
     try:
-        from re import _constants as c
-        from re import _parser as p
+        c = importlib.import_module("re._constants")
+        p = importlib.import_module("re._parser")
 
         def walk(items: Any) -> frozenset[str] | None:
             best: frozenset[str] | None = None
@@ -396,9 +414,23 @@ def compile_rule(raw: Any, path: str | Path, position: int) -> Rule:
             raise err(f"unknown device type {sets['type'].source!r} (known: {', '.join(taxonomy.TYPES)})")
         sets["type"] = Template(type_id, (type_id,), True)
 
-    confidence = raw.get("confidence")
-    if isinstance(confidence, bool) or not isinstance(confidence, int | float) or not 0 < confidence <= 1:
-        raise err(f"confidence must be a number above 0 and at most 1 (got {confidence!r})")
+    def number(value: Any, what: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
+            raise err(f"{what} must be a number above 0 and at most 1 (got {value!r})")
+        return float(value)
+
+    raw_confidence = raw.get("confidence")
+    per_attribute: dict[str, float] = {}
+    if isinstance(raw_confidence, dict):
+        for key, value in raw_confidence.items():
+            if key != "default" and key not in sets:
+                raise err(f"confidence for {key!r}, which the rule does not set")
+            per_attribute[str(key)] = number(value, f"confidence of {key!r}")
+        if "default" not in per_attribute and set(per_attribute) != set(sets):
+            raise err("a confidence mapping needs 'default' or a value for every attribute set")
+        confidence = per_attribute.pop("default", max(per_attribute.values()))
+    else:
+        confidence = number(raw_confidence, "confidence")
 
     regexes = list(_regexes(conditions))
     max_groups = max((r.groups for r in regexes), default=0)
@@ -421,7 +453,8 @@ def compile_rule(raw: Any, path: str | Path, position: int) -> Rule:
 
     attributes = {a for c in conditions for a in c.attributes()}
     return Rule(
-        id=rule_id, conditions=tuple(conditions), sets=sets, confidence=float(confidence),
+        id=rule_id, conditions=tuple(conditions), sets=sets, confidence=confidence,
+        confidences={attr: per_attribute.get(attr, confidence) for attr in sets},
         path=str(path), description=description, enabled=enabled,
         phase=2 if attributes & IDENTITY_ATTRIBUTES else 1,
         index_keys=keys[0] if (keys := _best_keys(conditions)) else None,
