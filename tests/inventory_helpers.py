@@ -26,15 +26,7 @@ def devices(db: str | Path, with_facts: bool = False) -> list[dict[str, Any]]:
     engine = open_engine(str(db))
     try:
         with sessions(engine)() as s:
-            devs = inventory.list_devices(s)
-            ids = [d.id for d in devs]
-            addrs = inventory.device_addresses(s, ids)
-            rows = [inventory.device_json(d, addrs.get(d.id, [])) for d in devs]
-            if with_facts:
-                by_device = evidence.facts_of_devices(s, ids)
-                for row in rows:
-                    row["facts"] = [evidence.fact_json(f) for f in by_device.get(row["id"], [])]
-            return rows
+            return evidence.devices_json(s, with_facts=with_facts)
     finally:
         engine.dispose()
 

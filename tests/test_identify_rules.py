@@ -542,6 +542,10 @@ def test_client_roles_are_not_served():
     master = ident([("role", "dnp3_master", "dnp3", 0.7), ("dhcp_vendor_class", "MSFT 5.0", "dhcp")],
                    ("dnp3",))
     assert (master.type, master.device_class) == ("hmi", "OT")
+    # the PROFINET CM client is the IO controller, whatever a polling heuristic says
+    controller = ident([("role", "profinet-cm_client", "behaviour", 0.5),
+                        ("device_type", "hmi", "behaviour", 0.45)], ("profinet-cm",), served=[])
+    assert controller.type == "plc"
     outstation = ident([("role", "dnp3_outstation", "dnp3", 0.7)], ("dnp3",))
     assert outstation.type == "rtu"
     assert outstation.evidence["type"][0].source == "rule:ot-role-outstation"

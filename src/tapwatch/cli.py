@@ -145,14 +145,7 @@ def devices_list(db: str | None, fmt: str, sort: str, with_facts: bool = False) 
     """List devices."""
     engine = open_engine(db)
     with sessions(engine)() as s:
-        devs = inventory.list_devices(s, sort)
-        ids = [d.id for d in devs]
-        addrs = inventory.device_addresses(s, ids)
-        rows = [inventory.device_json(d, addrs.get(d.id, [])) for d in devs]
-        if with_facts:
-            by_device = evidence.facts_of_devices(s, ids)
-            for row in rows:
-                row["facts"] = [evidence.fact_json(f) for f in by_device.get(row["id"], [])]
+        rows = evidence.devices_json(s, sort, with_facts)
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2))
     elif fmt == "csv":

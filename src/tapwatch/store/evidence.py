@@ -10,7 +10,15 @@ from sqlalchemy import case, insert, select
 from sqlalchemy.orm import Session
 
 from tapwatch.dissect.stage import DissectResults
-from tapwatch.store.inventory import IN_CHUNK, iso, ns_to_dt, upsert_for
+from tapwatch.store.inventory import (
+    IN_CHUNK,
+    device_addresses,
+    device_json,
+    iso,
+    list_devices,
+    ns_to_dt,
+    upsert_for,
+)
 from tapwatch.store.models import Address, Event, Fact, ProtocolError
 
 
@@ -184,3 +192,16 @@ def event_json(e: Event) -> dict[str, Any]:
         "packet": e.packet, "file_id": e.file_id, "details": e.details,
         "count": e.count, "last_time": iso(e.last_ts or e.ts),
     }
+
+
+def devices_json(session: Session, sort: str = "id", with_facts: bool = False) -> list[dict[str, Any]]:
+    """Every device in the JSON contract of `tapwatch devices list --format json [--facts]`."""
+    devices = list_devices(session, sort)
+    ids = [d.id for d in devices]
+    addresses = device_addresses(session, ids)
+    rows = [device_json(d, addresses.get(d.id, [])) for d in devices]
+    if with_facts:
+        by_device = facts_of_devices(session, ids)
+        for row in rows:
+            row["facts"] = [fact_json(f) for f in by_device.get(row["id"], [])]
+    return rows

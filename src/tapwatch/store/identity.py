@@ -21,11 +21,13 @@ from tapwatch.store.inventory import IN_CHUNK
 from tapwatch.store.models import Connection, Device, Event
 
 GATEWAY_FACT = FactView("device_type", "router", "traffic", 0.4)
-INDUSTRIAL = frozenset({
-    "modbus", "s7comm", "enip", "cip-io", "dnp3", "iec104", "bacnet", "opcua", "profinet-cm",
-    "melsec", "fins", "omron-fins", "ads", "codesys", "ge-srtp", "hart-ip", "iccp",
-    "synchrophasor", "foundation-fieldbus", "emerson-roc", "bsap",
+# protocols whose clients are HMIs or SCADA servers when they serve none of them (controllers
+# also poll each other over PROFINET-CM and BACnet, so those do not count)
+POLLED = frozenset({
+    "modbus", "s7comm", "enip", "dnp3", "iec104", "opcua", "melsec", "fins", "omron-fins",
+    "ads", "codesys", "ge-srtp", "hart-ip", "iccp", "synchrophasor", "emerson-roc", "bsap",
 })
+INDUSTRIAL = POLLED | {"cip-io", "bacnet", "profinet-cm", "foundation-fieldbus"}
 PROGRAMMING = frozenset({"program_download", "program_upload", "plc_stop", "plc_start",
                          "mode_change", "firmware_update"})
 
@@ -48,7 +50,7 @@ def behaviour(session: Session, ids: list[int]) -> tuple[dict[int, set[str]], di
         q2 = (select(Connection.client_device_id, Connection.protocol,
                      func.count(func.distinct(Connection.server_ip)))
               .where(Connection.client_device_id.in_(part),
-                     Connection.protocol.in_(sorted(INDUSTRIAL)))
+                     Connection.protocol.in_(sorted(POLLED)))
               .group_by(Connection.client_device_id, Connection.protocol))
         for device_id, protocol, servers in session.execute(q2):
             if device_id is None:
