@@ -227,6 +227,7 @@ def print_device(row: dict[str, Any]) -> None:
     fields = [("MAC", row["mac"]), ("IP", ", ".join(row["ips"])), ("VLANs", row["vlans"]),
               ("Vendor", row["vendor"]), ("Type", row["type"]), ("Class", row.get("class")),
               ("Model", row["model"]), ("OS", row["os"]), ("Firmware", row["firmware"]),
+              ("Purdue", row["purdue_level"]),
               ("Gateway", "yes" if row["is_gateway"] else None),
               ("Protocols", " ".join(row["protocols"])),
               ("Traffic", f"{row['packets_sent']:,} packets sent, {row['packets_received']:,} received"),

@@ -145,3 +145,21 @@ def class_from_protocols(protocols: set[str] | frozenset[str]) -> tuple[str | No
     if bms:
         return IOT, bms
     return None, []
+
+
+# Purdue model level each type usually sits at: 1 basic control, 2 supervisory control,
+# 3 site operations, 4 enterprise (IT and office IoT). An inference people may correct.
+PURDUE_LEVEL = {
+    "plc": 1, "rtu": 1, "ied": 1, "dcs_controller": 1, "building_controller": 1,
+    "hmi": 2, "engineering_workstation": 2,
+    "historian": 3,
+}
+
+
+def purdue_level(type_id: str | None) -> int | None:
+    t = get(type_id)
+    if t is None or t.id == UNKNOWN:
+        return None
+    if t.id in PURDUE_LEVEL:
+        return PURDUE_LEVEL[t.id]
+    return 4 if t.device_class in (IT, IOT) else None

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from tapwatch.identify import FactView, identify
+from tapwatch.identify import FactView, identify, taxonomy
 from tapwatch.store.evidence import facts_of_devices
 from tapwatch.store.inventory import IN_CHUNK
 from tapwatch.store.models import Connection, Device, Event
@@ -94,3 +94,4 @@ def refresh_identity(session: Session, device_ids: Iterable[int]) -> None:
             device.model = ident.model
             device.os = ident.os
             device.firmware = ident.firmware
+            device.purdue_level = taxonomy.purdue_level(ident.type)

@@ -342,6 +342,7 @@ def device_json(device: Device, addresses: list[Address]) -> dict[str, Any]:
         "vendor": device.vendor,
         "type": device.type,
         "class": device.device_class,
+        "purdue_level": device.purdue_level,
         "model": device.model,
         "os": device.os,
         "firmware": device.firmware,

@@ -71,6 +71,7 @@ class Device(Base):
     vendor: Mapped[str | None] = mapped_column(String(255))
     type: Mapped[str | None] = mapped_column(String(64))
     device_class: Mapped[str | None] = mapped_column(String(8))  # IT, IoT or OT
+    purdue_level: Mapped[int | None] = mapped_column(Integer)  # inferred from the type
     model: Mapped[str | None] = mapped_column(String(255))
     os: Mapped[str | None] = mapped_column(String(255))
     firmware: Mapped[str | None] = mapped_column(String(255))
