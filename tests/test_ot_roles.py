@@ -60,3 +60,14 @@ def test_dnp3_cold_restart_from_master_to_outstation(tmp_path) -> None:
     assert [(e["source"]["ip"], e["destination"]["ip"]) for e in restarts] == [
         ("192.168.60.1", "192.168.60.130")]
     assert by_ip(devices(tmp_path / "inv.db"))["192.168.60.130"]["type"] == "rtu"
+
+
+def test_controller_details_are_device_fields(tmp_path) -> None:
+    """SZL 0x0011/0x001C identity, COTP rack/slot and the CPU state become inventory fields."""
+    analyze(tmp_path / "inv.db", CAPTURES / "iti-ics-tools__s7comm_reading_plc_status.pcap")
+    plc = by_ip(devices(tmp_path / "inv.db"))["192.168.1.40"]
+    # tshark: s7comm.szl.001c.* and s7comm.szl.0011.* of the PLC's userdata responses
+    assert (plc["vendor"], plc["type"], plc["model"], plc["firmware"]) == (
+        "Siemens", "plc", "IM151-8 PN/DP CPU", "V3.2.6")
+    assert (plc["serial"], plc["rack_slot"], plc["plc_mode"]) == ("S C-C6TW74882012", "0/2", "run")
+    assert plc["name"] == "IM151-8-CPU"

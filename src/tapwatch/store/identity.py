@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from tapwatch.identify import FactView, identify, taxonomy
 from tapwatch.store.evidence import facts_of_devices
 from tapwatch.store.inventory import IN_CHUNK
-from tapwatch.store.models import Connection, Device, Event
+from tapwatch.store.models import Connection, Device, Event, Fact
 
 GATEWAY_FACT = FactView("device_type", "router", "traffic", 0.4)
 # protocols whose clients are HMIs or SCADA servers when they serve none of them (controllers
@@ -74,6 +74,17 @@ def behaviour(session: Session, ids: list[int]) -> tuple[dict[int, set[str]], di
     return served, facts
 
 
+def _best(facts: list[Fact], attribute: str) -> str | None:
+    found = [f for f in facts if f.attribute == attribute]
+    return max(found, key=lambda f: (f.confidence, f.count)).value if found else None
+
+
+def _latest(facts: list[Fact], attribute: str) -> str | None:
+    """The most recent value: a PLC's mode is what it reported last."""
+    found = [f for f in facts if f.attribute == attribute]
+    return max(found, key=lambda f: f.last_seen).value if found else None
+
+
 def refresh_identity(session: Session, device_ids: Iterable[int]) -> None:
     """Recompute the shown identity of these devices from all their facts and behaviour."""
     ids = sorted(set(device_ids))
@@ -95,3 +106,8 @@ def refresh_identity(session: Session, device_ids: Iterable[int]) -> None:
             device.os = ident.os
             device.firmware = ident.firmware
             device.purdue_level = taxonomy.purdue_level(ident.type)
+            facts = by_device.get(device.id, [])
+            device.serial = _best(facts, "serial")
+            device.module = _best(facts, "module") or _best(facts, "order_number")
+            device.rack_slot = _best(facts, "rack_slot")
+            device.plc_mode = _latest(facts, "plc_mode")

@@ -72,6 +72,11 @@ class Device(Base):
     type: Mapped[str | None] = mapped_column(String(64))
     device_class: Mapped[str | None] = mapped_column(String(8))  # IT, IoT or OT
     purdue_level: Mapped[int | None] = mapped_column(Integer)  # inferred from the type
+    # controller details, as the device's own protocol states them
+    serial: Mapped[str | None] = mapped_column(String(255))
+    module: Mapped[str | None] = mapped_column(String(255))
+    rack_slot: Mapped[str | None] = mapped_column(String(32))
+    plc_mode: Mapped[str | None] = mapped_column(String(32))
     model: Mapped[str | None] = mapped_column(String(255))
     os: Mapped[str | None] = mapped_column(String(255))
     firmware: Mapped[str | None] = mapped_column(String(255))
