@@ -293,7 +293,7 @@ class CaptureReader:
         o = self._out
         while True:
             n, pos, status = walk.walk_pcap(
-                self.buf, self.pos, self.fill, big, nsec, limit, 0,
+                self.buf, self.pos, self.fill, big, nsec, limit,
                 o["off"], o["cap"], o["wire"], o["ts"],
             )
             self.pos = pos

@@ -52,7 +52,7 @@ def _pcap_header_ok(buf, p, big, frac_limit, limit):
 
 
 @njit(cache=True)
-def walk_pcap(buf, pos, end, big, nsec, limit, first_index,
+def walk_pcap(buf, pos, end, big, nsec, limit,
               out_off, out_cap, out_wire, out_ts):
     """Walk classic pcap records from `pos`. Returns (count, pos, status)."""
     n = 0

@@ -13,7 +13,7 @@ from tapwatch.decode.kernel import Rows
 BATCH = 16384  # records per decode call: the rows of one batch stay in cache
 
 _T = protocols.TABLES
-_IDS = (protocols.ID["llc"], protocols.ID["ipv4"], protocols.ID["ipv6"], protocols.ID["arp"])
+_IDS = (protocols.ID["llc"], protocols.ID["ipv4"], protocols.ID["ipv6"])
 
 
 class Decoder:

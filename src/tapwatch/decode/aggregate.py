@@ -33,7 +33,6 @@ LOAD = 0.6
 # address flags
 A_ARP = 1  # the IP was announced by this MAC in ARP: it is configured on the MAC's host
 A_GROUP = 2  # the coupling sent to a broadcast/multicast MAC: it lives on this link
-A_RECEIVED = 4  # seen as a destination only so far
 
 # address value columns
 FIRST, LAST, PK_S, BY_S, PK_R, BY_R = range(6)

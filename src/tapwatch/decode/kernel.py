@@ -127,7 +127,7 @@ def _snap_lookup(keys, ids, key):
 @njit(cache=True)
 def decode(start, stop, buf, rec_off, rec_cap, rec_wire, rec_ts, rec_link,
            t_ether, t_ipproto, t_tcp, t_udp, t_llc, t_snap_keys, t_snap_ids,
-           id_llc, id_ipv4, id_ipv6, id_arp,
+           id_llc, id_ipv4, id_ipv6,
            pkt, ts, wlen, smac, dmac, vlan, ethertype, l3, shi, slo, dhi, dlo, ipproto,
            sport, dport, tcpflags, ttl, l3id, l4id, appid, pay_off, pay_len, flags, l3_off,
            status):
@@ -493,7 +493,7 @@ def decode(start, stop, buf, rec_off, rec_cap, rec_wire, rec_ts, rec_link,
                         inner = l4 + 16 + (np.int64(buf[l4 + 8]) & 0x3F) * 4
                     if inner >= 0 and depth < MAX_DEPTH and r + 1 < cap_rows:
                         flags[r] |= F_TUNNEL
-                        r = _open_inner(r, i, p, inner, ts, wlen, pkt, smac, dmac, vlan, ethertype, l3, shi, slo, dhi, dlo, ipproto, sport, dport, tcpflags, ttl, l3id, l4id, appid, pay_off, pay_len, flags, l3_off, rec_off[i])
+                        r = _open_inner(r, i, inner, ts, wlen, pkt, smac, dmac, vlan, ethertype, l3, shi, slo, dhi, dlo, ipproto, sport, dport, tcpflags, ttl, l3id, l4id, appid, pay_off, pay_len, flags, l3_off, rec_off[i])
                         depth += 1
                         p = inner
                         kind = _ETH
@@ -544,7 +544,7 @@ def decode(start, stop, buf, rec_off, rec_cap, rec_wire, rec_ts, rec_link,
                             inner += 8
                 if inner >= 0 and inner < l3end and depth < MAX_DEPTH and r + 1 < cap_rows:
                     flags[r] |= F_TUNNEL
-                    r = _open_inner(r, i, p, inner, ts, wlen, pkt, smac, dmac, vlan, ethertype, l3, shi, slo, dhi, dlo, ipproto, sport, dport, tcpflags, ttl, l3id, l4id, appid, pay_off, pay_len, flags, l3_off, rec_off[i])
+                    r = _open_inner(r, i, inner, ts, wlen, pkt, smac, dmac, vlan, ethertype, l3, shi, slo, dhi, dlo, ipproto, sport, dport, tcpflags, ttl, l3id, l4id, appid, pay_off, pay_len, flags, l3_off, rec_off[i])
                     depth += 1
                     p = inner
                     kind = inner_kind
@@ -554,7 +554,7 @@ def decode(start, stop, buf, rec_off, rec_cap, rec_wire, rec_ts, rec_link,
                 break
             if (proto == 4 or proto == 41) and depth < MAX_DEPTH and r + 1 < cap_rows and avail > 0:
                 flags[r] |= F_TUNNEL
-                r = _open_inner(r, i, p, l4, ts, wlen, pkt, smac, dmac, vlan, ethertype, l3, shi, slo, dhi, dlo, ipproto, sport, dport, tcpflags, ttl, l3id, l4id, appid, pay_off, pay_len, flags, l3_off, rec_off[i])
+                r = _open_inner(r, i, l4, ts, wlen, pkt, smac, dmac, vlan, ethertype, l3, shi, slo, dhi, dlo, ipproto, sport, dport, tcpflags, ttl, l3id, l4id, appid, pay_off, pay_len, flags, l3_off, rec_off[i])
                 depth += 1
                 p = l4
                 kind = _IP
@@ -568,7 +568,7 @@ def decode(start, stop, buf, rec_off, rec_cap, rec_wire, rec_ts, rec_link,
 
 
 @njit(cache=True)
-def _open_inner(r, i, p, inner, ts, wlen, pkt, smac, dmac, vlan, ethertype, l3, shi, slo,
+def _open_inner(r, i, inner, ts, wlen, pkt, smac, dmac, vlan, ethertype, l3, shi, slo,
                 dhi, dlo, ipproto, sport, dport, tcpflags, ttl, l3id, l4id, appid, pay_off,
                 pay_len, flags, l3_off, frame_start):
     """Close row r and start row r+1 for the layer inside a tunnel; returns r+1."""
