@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections import defaultdict
 from pathlib import Path
 
@@ -62,3 +63,19 @@ def dissect_one(name: str, pkt: Packet) -> Evidence:
     ev = Evidence()
     dissector(name).dissect(pkt, ev)
     return ev
+
+
+def hostile_payloads(valid: bytes, *, seed: int, max_len: int = 300, count: int = 300,
+                     max_changes: int = 6) -> list[bytes]:
+    """Inputs a dissector must survive: every prefix of a valid payload, random byte
+    strings, and copies of the valid payload with a few bytes overwritten."""
+    rng = random.Random(seed)
+    payloads = [valid[:n] for n in range(len(valid))]
+    payloads += [bytes(rng.randrange(256) for _ in range(rng.randrange(max_len)))
+                 for _ in range(count)]
+    for _ in range(count):
+        mutated = bytearray(valid)
+        for _ in range(rng.randrange(1, max_changes)):
+            mutated[rng.randrange(len(mutated))] = rng.randrange(256)
+        payloads.append(bytes(mutated))
+    return payloads

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import random
-
 import pytest
 from scapy.compat import raw
 from scapy.layers.dhcp6 import (
@@ -22,7 +20,7 @@ from scapy.layers.dhcp6 import (
     DHCP6OptVendorClass,
 )
 
-from dissect_helpers import dissect_one, facts_by_ip, packet, run_capture
+from dissect_helpers import dissect_one, facts_by_ip, hostile_payloads, packet, run_capture
 from inventory_helpers import CAPTURES
 from tapwatch.dissect import Packet
 
@@ -73,14 +71,7 @@ def test_truncated_option_is_an_error() -> None:
 
 def test_garbage_never_raises() -> None:
     valid = solicit()
-    rng = random.Random(546)
-    payloads = [valid[:n] for n in range(len(valid))]
-    payloads += [bytes(rng.randrange(256) for _ in range(rng.randrange(120))) for _ in range(300)]
-    for _ in range(300):
-        mutated = bytearray(valid)
-        for _ in range(rng.randrange(1, 6)):
-            mutated[rng.randrange(len(mutated))] = rng.randrange(256)
-        payloads.append(bytes(mutated))
+    payloads = hostile_payloads(valid, seed=546, max_len=120)
     for payload in payloads:
         dissect_one("dhcpv6", v6(payload))
         dissect_one("dhcpv6", v6(payload, 547, 546))

@@ -4,14 +4,13 @@ which reports no facts, only malformed messages."""
 from __future__ import annotations
 
 import json
-import random
 import struct
 
 import pytest
 from scapy.compat import raw
 from scapy.layers.dns import DNS, DNSQR, DNSRR, DNSRRSRV
 
-from dissect_helpers import dissect_one, packet, run_capture
+from dissect_helpers import dissect_one, hostile_payloads, packet, run_capture
 from inventory_helpers import CAPTURES
 from tapwatch.dissect.dns import (
     ADDITIONAL,
@@ -116,14 +115,7 @@ def test_unicast_dns_reports_no_facts_only_errors() -> None:
 
 def test_garbage_never_raises() -> None:
     valid = response()
-    rng = random.Random(53)
-    payloads = [valid[:n] for n in range(len(valid))]
-    payloads += [bytes(rng.randrange(256) for _ in range(rng.randrange(200))) for _ in range(300)]
-    for _ in range(300):
-        mutated = bytearray(valid)
-        for _ in range(rng.randrange(1, 6)):
-            mutated[rng.randrange(len(mutated))] = rng.randrange(256)
-        payloads.append(bytes(mutated))
+    payloads = hostile_payloads(valid, seed=53, max_len=200)
     for payload in payloads:
         dissect_one("dns", packet(payload, sport=53))
         dissect_one("dns", packet(struct.pack("!H", len(payload)) + payload, transport="tcp", sport=53))

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import random
 
 import pytest
 from scapy.compat import raw
 from scapy.layers.dns import DNSQR, DNSRR
 from scapy.layers.llmnr import LLMNRQuery, LLMNRResponse
 
-from dissect_helpers import dissect_one, facts_by_ip, packet, run_capture
+from dissect_helpers import dissect_one, facts_by_ip, hostile_payloads, packet, run_capture
 from inventory_helpers import CAPTURES
 from tapwatch.dissect import Packet
 
@@ -52,14 +51,7 @@ def test_answers_about_others_and_queries_say_nothing() -> None:
 def test_garbage_never_raises() -> None:
     valid = answer(DNSRR(rrname="ws-12", type="A", rdata="10.0.0.9"),
                    DNSRR(rrname="ws-12", type="AAAA", rdata="fe80::9"))
-    rng = random.Random(5355)
-    payloads = [valid[:n] for n in range(len(valid))]
-    payloads += [bytes(rng.randrange(256) for _ in range(rng.randrange(120))) for _ in range(300)]
-    for _ in range(300):
-        mutated = bytearray(valid)
-        for _ in range(rng.randrange(1, 6)):
-            mutated[rng.randrange(len(mutated))] = rng.randrange(256)
-        payloads.append(bytes(mutated))
+    payloads = hostile_payloads(valid, seed=5355, max_len=120)
     for payload in payloads:
         dissect_one("llmnr", llmnr(payload))
         dissect_one("llmnr", llmnr(payload, "fe80::9"))

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import random
 
 import pytest
 from scapy.compat import raw
 from scapy.layers.dns import DNS, DNSQR, DNSRR, DNSRROPT, DNSRRSRV
 
-from dissect_helpers import dissect_one, facts_by_ip, packet, run_capture
+from dissect_helpers import dissect_one, facts_by_ip, hostile_payloads, packet, run_capture
 from inventory_helpers import CAPTURES
 from tapwatch.dissect import Packet
 
@@ -86,14 +85,7 @@ def test_malformed_messages_and_records() -> None:
 
 def test_garbage_never_raises() -> None:
     valid = announcement()
-    rng = random.Random(5353)
-    payloads = [valid[:n] for n in range(len(valid))]
-    payloads += [bytes(rng.randrange(256) for _ in range(rng.randrange(300))) for _ in range(300)]
-    for _ in range(300):
-        mutated = bytearray(valid)
-        for _ in range(rng.randrange(1, 6)):
-            mutated[rng.randrange(len(mutated))] = rng.randrange(256)
-        payloads.append(bytes(mutated))
+    payloads = hostile_payloads(valid, seed=5353)
     for payload in payloads:
         dissect_one("mdns", mdns(payload))
 
