@@ -404,6 +404,17 @@ def records(frames: Iterable[Frame]) -> list[Record]:
     return [f.record for f in frames]
 
 
+def write_built(directory: Path, builders: Mapping[str, Any], first_net: int) -> dict[str, Any]:
+    """Build each crafted scenario on its own network number and write it as NAME.pcap;
+    the scenarios (anything with `frames` and a `path`) come back by name."""
+    out = {}
+    for i, (name, build) in enumerate(builders.items()):
+        built = build(first_net + i)
+        built.path = write_pcap(directory / f"{name}.pcap", records(built.frames))
+        out[name] = built
+    return out
+
+
 def expected_devices(frames: Iterable[Frame]) -> dict[DeviceKey, dict[str, int]]:
     """Per-device counters the CLI must report for ``frames`` (times in µs since epoch)."""
     out: dict[DeviceKey, dict[str, int]] = {}

@@ -53,12 +53,11 @@ from craft import (
     list_connections,
     list_devices,
     pad60,
-    records,
     stderr_lines_naming,
     tcp,
     ts,
     udp,
-    write_pcap,
+    write_built,
 )
 
 
@@ -343,12 +342,7 @@ BUILDERS: dict[str, Callable[[int], Crafted]] = {
 
 def build_decode_files(d: Path, first_net: int = 61) -> dict[str, Crafted]:
     """Write every file of this module, one network number each."""
-    out = {}
-    for i, (name, build) in enumerate(BUILDERS.items()):
-        c = build(first_net + i)
-        c.path = write_pcap(d / f"{name}.pcap", records(c.frames))
-        out[name] = c
-    return out
+    return write_built(d, BUILDERS, first_net)
 
 
 @dataclass

@@ -37,12 +37,11 @@ from craft import (
     list_connections,
     list_devices,
     pad60,
-    records,
     stderr_lines_naming,
     tcp,
     ts,
     udp,
-    write_pcap,
+    write_built,
 )
 
 GRE_PROTO = 47
@@ -219,12 +218,7 @@ BUILDERS: dict[str, Callable[[int], Tunnel]] = {
 
 def build_tunnel_files(d: Path, first_net: int = 81) -> dict[str, Tunnel]:
     """Write every tunnel file of this module, one network number each."""
-    out = {}
-    for i, (name, build) in enumerate(BUILDERS.items()):
-        t = build(first_net + i)
-        t.path = write_pcap(d / f"{name}.pcap", records(t.frames))
-        out[name] = t
-    return out
+    return write_built(d, BUILDERS, first_net)
 
 
 @dataclass
