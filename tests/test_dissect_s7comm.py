@@ -275,8 +275,9 @@ def test_snap7_identity_and_rejected_uploads() -> None:
     assert facts_by_ip(results, "order_number")[plc] == {"6ES7 315-2EH14-0AB0"}
     assert facts_by_ip(results, "rack_slot")[plc] == {"0/1"}
     assert facts_by_ip(results, "hostname")[plc] == {"SNAP7-SERVER"}
-    assert [(e.packet, e.kind, e.details) for e in results.events] == [
-        (n, "program_upload", {"block": "SDB0"}) for n in (20, 22, 25, 28)]
+    # the four identical jobs (only the PDU reference differs) fold into one event, counted
+    assert [(e.packet, e.kind, e.details, e.count) for e in results.events] == [
+        (20, "program_upload", {"block": "SDB0"}, 4)]
 
 
 def test_block_download_and_insert() -> None:
@@ -301,26 +302,31 @@ def test_s7comm_plus_and_classic_writes_on_linux_cooked_capture() -> None:
     assert facts_by_ip(results, "s7_protocol") == {"192.168.0.1": {"s7comm", "s7comm-plus"}}
     counts = {k[3]: v.count for k, v in results.facts.items() if k[1:3] == ("192.168.0.1", "s7_protocol")}
     assert counts["s7comm-plus"] == 87
-    writes = [(e.packet, e.details["addresses"]) for e in results.events if e.kind == "register_write"]
-    assert [n for n, _ in writes] == [155, 160, 164, 183, 206, 214, 218, 234]
-    assert writes[:3] == [(155, ["Q1.0"]), (160, ["Q2.0"]), (164, ["DB5.0.0"])]
+    writes = [(e.packet, e.details["addresses"], e.count) for e in results.events
+              if e.kind == "register_write"]
+    # frames 206-234 repeat the jobs of 155-183 byte for byte but for the PDU reference
+    assert writes == [(155, ["Q1.0"], 2), (160, ["Q2.0"], 2), (164, ["DB5.0.0"], 2),
+                      (183, ["Q1.0"], 2)]
     # the Linux cooked header carries the sender's MAC (sll.src.eth)
     assert {e.src for e in results.events} == {("00:50:56:bd:18:fd", "192.168.0.33")}
 
 
 @pytest.mark.parametrize(("name", "expected"), [
-    # s7comm.header.rosctr == 1 && s7comm.param.func == 0x05, distinct payloads per sender
-    # (142 frames in mb2, of which 64 distinct: the HMI repeats byte-identical writes)
-    ("iti-ics-tools__mb2.pcap", {"141.81.0.146": 14, "141.81.0.166": 24, "141.81.0.91": 3,
-                                 "141.81.0.111": 4, "141.81.0.237": 3, "141.81.0.151": 5,
-                                 "141.81.0.130": 4, "141.81.0.71": 4, "141.81.0.31": 2,
-                                 "141.81.0.51": 1}),
+    # tshark -Y "s7comm.header.rosctr == 1 && s7comm.param.func == 0x05" -T fields -e ip.dst:
+    # Write Var jobs per PLC; repeats fold into events whose counts add up to these
+    ("iti-ics-tools__mb2.pcap", {"141.81.0.111": 14, "141.81.0.130": 7, "141.81.0.146": 41,
+                                 "141.81.0.151": 14, "141.81.0.166": 28, "141.81.0.237": 7,
+                                 "141.81.0.31": 8, "141.81.0.51": 8, "141.81.0.71": 8,
+                                 "141.81.0.91": 7}),
     ("iti-ics-tools__wincc_s400_production.pcapng", {"194.250.63.170": 27}),
 ])
 def test_write_var_jobs_match_tshark(name: str, expected: dict[str, int]) -> None:
     results = run_capture(CAPTURES / name, "s7comm")
     assert {e.kind for e in results.events} == {"register_write"}
-    assert Counter(e.dst[1] for e in results.events) == expected
+    counted: Counter[str] = Counter()
+    for e in results.events:
+        counted[e.dst[1]] += e.count
+    assert counted == expected
     assert len({e.src[1] for e in results.events}) == 1
 
 

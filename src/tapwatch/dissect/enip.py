@@ -200,6 +200,8 @@ class EtherNetIP(Dissector):
     tcp_ports = frozenset({PORT})
     udp_ports = frozenset({PORT})
     tcp_all_segments = True  # tag writes and identity reads run through the whole session
+    # the sender context changes with every request; repeats fold into counted events
+    novelty_ignore = ((12, 8),)
 
     def __init__(self) -> None:
         # (originator ip, port, target ip, port, sender context or sequence count) -> request

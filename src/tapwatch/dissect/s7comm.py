@@ -93,6 +93,9 @@ class S7Comm(Dissector):
     name = "s7comm"
     tcp_ports = frozenset({PORT})
     tcp_all_segments = True  # every operation of a session matters, not only its first segments
+    # the PDU reference (after TPKT and a 3-byte COTP DT header) changes with every job:
+    # repeats of the same job are folded into one event with a count
+    novelty_ignore = ((11, 2),)
 
     def __init__(self) -> None:
         # (client ip, client port, plc ip, plc port) -> "rack/slot" awaiting S7 confirmation

@@ -88,7 +88,7 @@ def _has_prefix(buf, po, prefixes):
 
 @njit(cache=True)
 def select(start, n, ts, buf, ipproto, sport, dport, tcpflags, ethertype, l3, l3id, pay_off, pay_len,
-           l3_off, smac, shi, slo, dhi, dlo, tcp_int, tcp_all, udp_int, eth_int, proto_int,
+           l3_off, smac, dmac, shi, slo, dhi, dlo, tcp_int, tcp_all, udp_int, eth_int, proto_int,
            want_syn, prefixes, tcp_mask, udp_mask, masks, scratch, seen, seen_hits, seen_last,
            seen_used, flow_keys, flow_counts, flow_used, out, out_hash):
     """Indices of rows [start, n) to dissect, written to `out` with their payload hashes.
@@ -124,7 +124,9 @@ def select(start, n, ts, buf, ipproto, sport, dport, tcpflags, ethertype, l3, l3
             hit = po >= 0 and (eth_int[ethertype[i]] or proto_int[l3id[i]])
         if not hit:
             continue
-        h = _mix(_mix(_mix(np.int64(0x5BD1E995), smac[i]), slo[i]), shi[i] ^ (pl << 8) ^ proto)
+        # who said it to whom: the same bytes to another receiver are another operation
+        h = _mix(_mix(_mix(_mix(_mix(np.int64(0x5BD1E995), smac[i]), slo[i]), shi[i] ^ (pl << 8) ^ proto),
+                      dlo[i]), dhi[i] ^ dmac[i])
         if syn:  # a fingerprint depends on TTL, window, options: hash the headers, not ids
             a = l3_off[i]
             h = _mix(h, np.int64(buf[a + 8]) if (buf[a] >> 4) == 4 else np.int64(buf[a + 7]))

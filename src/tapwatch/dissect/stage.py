@@ -135,7 +135,7 @@ class DissectStage:
             m, i = sel.select(
                 i, rows.n, rows.ts, chunk.buf, rows.ipproto, rows.sport, rows.dport,
                 rows.tcpflags, rows.ethertype, rows.l3, rows.l3id, rows.pay_off, rows.pay_len,
-                rows.l3_off, rows.smac, rows.shi, rows.slo, rows.dhi, rows.dlo, *self.tables,
+                rows.l3_off, rows.smac, rows.dmac, rows.shi, rows.slo, rows.dhi, rows.dlo, *self.tables,
                 self.scratch, self.seen, self.seen_hits, self.seen_last, self.used[0:1],
                 self.flow_keys, self.flow_counts, self.used[1:2], self.out, self.out_hash,
             )
