@@ -38,3 +38,13 @@ def connections(db: str | Path) -> list[dict[str, Any]]:
             return [inventory.connection_json(c) for c in inventory.list_connections(s)]
     finally:
         engine.dispose()
+
+
+def events(db: str | Path) -> list[dict[str, Any]]:
+    """The events as `tapwatch events list --format json` prints them."""
+    engine = open_engine(str(db))
+    try:
+        with sessions(engine)() as s:
+            return [evidence.event_json(e) for e in evidence.list_events(s)]
+    finally:
+        engine.dispose()

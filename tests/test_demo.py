@@ -30,8 +30,15 @@ ROUTER = next(d for d in DEMO_DEVICES if d["role"] == "router")
 PLC = next(d for d in DEMO_DEVICES if d["role"] == "plc")
 HMI = next(d for d in DEMO_DEVICES if d["role"] == "hmi")
 SWITCH = next(d for d in DEMO_DEVICES if d["role"] == "switch")
+S7_PLC = DEVICES["s7-plc"]
+TIA = DEVICES["eng-tia01"]
+DRIVE = DEVICES["drive"]
+BMS = DEVICES["bms"]
+STATIC = {"s7-plc", "eng-tia01", "drive", "bms"}  # statically addressed, with a known name
 DHCP_CLIENTS = [
-    d for d in DEMO_DEVICES if d["role"] not in ("router", "switch") and d["hostname"]
+    d
+    for d in DEMO_DEVICES
+    if d["role"] not in ("router", "switch") and d["hostname"] and d["name"] not in STATIC
 ]
 LLDP_MAC = "01:80:c2:00:00:0e"
 CDP_MAC = "01:00:0c:cc:cc:cc"
@@ -199,6 +206,7 @@ def test_arp_requests_replies_and_gratuitous(packets: list[Packet]) -> None:
         assert any(r.pdst == reply.psrc and r.psrc == reply.pdst for r in requests)
     gratuitous = {a.psrc for a in requests if a.psrc == a.pdst}
     static = {d["ip"] for d in DEMO_DEVICES if d["role"] in ("plc", "hmi", "camera")}
+    static |= {DEVICES[name]["ip"] for name in STATIC}
     assert static <= gratuitous
     probes = {a.pdst for a in requests if a.psrc == "0.0.0.0"}
     assert {d["ip"] for d in DHCP_CLIENTS} <= probes
@@ -503,3 +511,168 @@ def test_every_model_is_on_the_wire_from_its_device(packets: list[Packet]) -> No
         if dev["model"]:
             model = str(dev["model"]).encode()
             assert any(model in raw for raw in sent[str(dev["mac"])]), dev["name"]
+
+
+def s7_pdus(packets: list[Packet]) -> list[tuple[str, bytes]]:
+    """(sender ip, TPKT) of every port-102 segment with a payload, in capture order."""
+    out = []
+    for p in packets:
+        if TCP in p and 102 in (p[TCP].sport, p[TCP].dport):
+            body = tcp_payload(p)
+            if body:
+                assert body[:2] == b"\x03\x00"
+                assert struct.unpack(">H", body[2:4])[0] == len(body)
+                out.append((p[IP].src, body))
+    return out
+
+
+def s7_header(tpkt: bytes) -> tuple[int, int, bytes, bytes]:
+    """(rosctr, pdu reference, parameter, data) of an S7comm PDU in a COTP DT TPDU."""
+    assert tpkt[4:7] == b"\x02\xf0\x80"
+    pdu = tpkt[7:]
+    assert pdu[0] == 0x32
+    rosctr, ref, plen, dlen = pdu[1], *struct.unpack(">HHH", pdu[4:10])
+    head = 12 if rosctr in (2, 3) else 10
+    if head == 12:
+        assert pdu[10:12] == b"\x00\x00"
+    assert len(pdu) == head + plen + dlen
+    return rosctr, ref, pdu[head : head + plen], pdu[head + plen :]
+
+
+def szl_records(data: bytes) -> tuple[int, list[bytes]]:
+    assert data[:2] == b"\xff\x09"
+    szl = data[4 : 4 + struct.unpack(">H", data[2:4])[0]]
+    szl_id, _index, size, count = struct.unpack(">HHHH", szl[:8])
+    assert len(szl) == 8 + size * count
+    return szl_id, [szl[8 + i * size : 8 + (i + 1) * size] for i in range(count)]
+
+
+def test_s7_session_identity_download_and_stop(packets: list[Packet]) -> None:
+    pdus = s7_pdus(packets)
+    pg, plc = TIA["ip"], S7_PLC["ip"]
+    assert {src for src, _ in pdus} == {pg, plc}
+    (_, cr), (_, cc) = pdus[:2]
+    assert cr[5] == 0xE0 and cc[5] == 0xD0
+    for tpdu in (cr, cc):
+        params = tpdu[11:]
+        assert b"\xc1\x02\x01\x00" in params and b"\xc2\x02\x01\x01" in params  # rack 0 slot 1
+    s7 = [(src, *s7_header(tpkt)) for src, tpkt in pdus[2:]]
+    assert s7[0] == (pg, 1, s7[0][2], b"\xf0\x00\x00\x01\x00\x01\x03\xc0", b"")
+    assert s7[1][:2] == (plc, 3) and s7[1][3] == b"\xf0\x00\x00\x01\x00\x01\x00\xf0"
+
+    szl: dict[int, list[list[bytes]]] = {}
+    for src, rosctr, _ref, param, data in s7:
+        if rosctr == 7 and param[5] == 0x84:
+            assert src == plc
+            szl_id, records = szl_records(data)
+            szl.setdefault(szl_id, []).append(records)
+    (module,) = szl[0x0011]
+    assert [struct.unpack(">H", r[:2])[0] for r in module] == [1, 6, 7]
+    assert module[0][2:22] == b"6ES7 214-1AG40-0XB0 "
+    assert module[2][24:28] == b"V\x04\x02\x03"
+    (components,) = szl[0x001C]
+    texts = {struct.unpack(">H", r[:2])[0]: r[2:].rstrip(b"\x00") for r in components}
+    assert texts[1] == b"PLC_LINE1"
+    assert texts[5] == b"S C-H4N123456789"
+    assert texts[7] == b"CPU 1214C DC/DC/DC"
+    assert [records[0][3] for records in szl[0x0424]] == [0x58, 0x84]  # RUN, then STOP
+
+    jobs = [(src, param) for src, rosctr, _, param, _ in s7 if rosctr == 1]
+    funcs = [(src, param[0]) for src, param in jobs]
+    assert funcs == [(pg, 0xF0), (pg, 0x1A), (plc, 0x1B), (plc, 0x1C), (pg, 0x29)]
+    download = jobs[1][1]
+    assert download[8] == 9 and download[9:18] == b"_0800001P"
+    assert jobs[4][1] == b"\x29\x00\x00\x00\x00\x00\x09P_PROGRAM"
+    acks = [(src, param[0]) for src, rosctr, _, param, _ in s7 if rosctr == 3]
+    assert acks == [(plc, 0xF0), (plc, 0x1A), (pg, 0x1B), (pg, 0x1C), (plc, 0x29)]
+    block = next(data for _, rosctr, _, param, data in s7 if rosctr == 3 and param[0] == 0x1B)
+    assert struct.unpack(">H", block[:2])[0] == len(block) - 4 and block[4:6] == b"pp"
+    order = [f for _, f in funcs]
+    modes = [i for i, (_, rosctr, _, param, _) in enumerate(s7) if rosctr == 7 and param[5] == 0x44]
+    stop_at = next(i for i, (_, r, _, p, _) in enumerate(s7) if r == 1 and p[0] == 0x29)
+    assert order.index(0x1A) < order.index(0x29) and modes[-1] > stop_at
+    times = [float(p.time) for p in packets if TCP in p and 102 in (p[TCP].sport, p[TCP].dport)]
+    assert 600 <= times[0] - START <= 620
+
+
+def test_enip_list_identity_from_the_drive(packets: list[Packet]) -> None:
+    requests, replies = [], []
+    for p in packets:
+        if UDP in p and 44818 in (p[UDP].sport, p[UDP].dport):
+            body = bytes(p[UDP].payload)[: p[UDP].len - 8]
+            command, length = struct.unpack("<HH", body[:4])
+            assert command == 0x63 and length == len(body) - 24
+            (requests if p[UDP].dport == 44818 else replies).append((p, body))
+    assert requests and len(replies) == len(requests)
+    for p, _ in requests:
+        assert (p[Ether].dst, p[IP].src, p[IP].dst) == ("ff:ff:ff:ff:ff:ff", TIA["ip"], "10.20.0.255")
+    for p, body in replies:
+        assert (p[Ether].src, p[IP].src, p[IP].dst) == (DRIVE["mac"], DRIVE["ip"], TIA["ip"])
+        count, kind, size = struct.unpack("<HHH", body[24:30])
+        item = body[30:]
+        assert (count, kind, size) == (1, 0x0C, len(item))
+        assert item[2:8] == b"\x00\x02\xaf\x12" + bytes([10, 20])
+        vendor, dtype, code, major, minor, _status, serial = struct.unpack("<HHHBBHI", item[18:32])
+        assert (vendor, dtype, code, major, minor, serial) == (1, 2, 144, 4, 3, 0x00524D8E)
+        assert item[33 : 33 + item[32]] == b"PowerFlex 525 1P 240V .5HP"
+
+
+def test_bacnet_i_am_and_read_property_acks(packets: list[Packet]) -> None:
+    oid = struct.pack(">I", 8 << 22 | 4001)
+    who_is, i_am, acks = [], [], {}
+    for p in packets:
+        if UDP not in p or p[UDP].dport != 47808:
+            continue
+        body = bytes(p[UDP].payload)[: p[UDP].len - 8]
+        assert body[0] == 0x81 and struct.unpack(">H", body[2:4])[0] == len(body)
+        apdu = body[6:]
+        if apdu == b"\x10\x08":
+            who_is.append(p)
+        elif apdu[:2] == b"\x10\x00":
+            assert p[IP].src == BMS["ip"] and p[Ether].dst == "ff:ff:ff:ff:ff:ff"
+            assert apdu[2:] == b"\xc4" + oid + b"\x22\x05\xc4\x91\x00\x21\x05"
+            i_am.append(p)
+        elif apdu[0] == 0x30:
+            assert p[IP].src == BMS["ip"] and p[IP].dst == TIA["ip"]
+            assert apdu[2:8] == b"\x0c\x0c" + oid and apdu[8] == 0x19 and apdu[10] == 0x3E
+            assert apdu[-1] == 0x3F and apdu[11] == 0x75 and apdu[13] == 0  # UTF-8 string
+            acks[apdu[9]] = apdu[14:-1]
+    assert who_is and all(p[IP].src == TIA["ip"] for p in who_is)
+    assert len(i_am) == 2
+    assert acks == {77: b"FEC-AHU1", 121: b"Johnson Controls, Inc.", 70: b"MS-FEC2611-0",
+                    44: b"10.1.0.102"}
+
+
+def test_tia_workstation_registers_its_netbios_name(packets: list[Packet]) -> None:
+    names = set()
+    for p in packets:
+        if UDP in p and p[UDP].dport == 137 and p[IP].src == TIA["ip"]:
+            label = bytes(p[UDP].payload)[13:45]
+            raw = bytes((label[i] - 0x41) << 4 | (label[i + 1] - 0x41) for i in range(0, 32, 2))
+            names.add((raw[:15].rstrip().decode(), raw[15]))
+    assert names == {("ENG-TIA01", 0x00), ("ENG-TIA01", 0x20), ("PLANT", 0x00)}
+
+
+@pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark not installed")
+def test_tshark_reads_the_ot_cell(capture: Path) -> None:
+    def fields(display: str, *names: str) -> set[tuple[str, ...]]:
+        args = ["-Y", display, "-T", "fields", "-E", "separator=|"]
+        for name in names:
+            args += ["-e", name]
+        done = subprocess.run(["tshark", "-n", "-r", str(capture), *args],
+                              capture_output=True, text=True, timeout=120, check=True)
+        return {tuple(line.split("|")) for line in done.stdout.splitlines()}
+
+    funcs = fields("s7comm.param.func", "ip.src", "s7comm.header.rosctr", "s7comm.param.func")
+    assert {(TIA["ip"], "1", "0x1a"), (S7_PLC["ip"], "1", "0x1b"), (S7_PLC["ip"], "1", "0x1c"),
+            (TIA["ip"], "1", "0x29"), (S7_PLC["ip"], "3", "0x29")} <= funcs
+    assert fields("s7comm.szl.xy11.0001.anz", "s7comm.szl.xy11.0001.index") == {
+        ("0x0001,0x0006,0x0007",)}
+    assert fields("s7comm.szl.001c.0007.cputypname", "s7comm.szl.001c.0007.cputypname",
+                  "s7comm.szl.001c.0005.serialn") == {("CPU 1214C DC/DC/DC", "S C-H4N123456789")}
+    assert fields("s7comm.szl.0424.0000.bzu_id", "s7comm.szl.0424.0000.bzu_id.req") == {
+        ("0x08",), ("0x04",)}
+    assert fields("enip.lir.name", "enip.lir.vendor", "enip.lir.devtype", "enip.lir.name") == {
+        ("0x0001", "2", "PowerFlex 525 1P 240V .5HP")}
+    assert fields("bacapp.vendor_identifier", "ip.src", "bacapp.instance_number",
+                  "bacapp.vendor_identifier") == {(BMS["ip"], "4001", "5")}

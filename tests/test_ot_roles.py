@@ -10,18 +10,7 @@ from __future__ import annotations
 
 import collections
 
-from inventory_helpers import CAPTURES, analyze, devices
-from tapwatch.store import evidence
-from tapwatch.store.db import open_engine, sessions
-
-
-def events(db) -> list[dict]:
-    engine = open_engine(str(db))
-    try:
-        with sessions(engine)() as s:
-            return [evidence.event_json(e) for e in evidence.list_events(s)]
-    finally:
-        engine.dispose()
+from inventory_helpers import CAPTURES, analyze, devices, events
 
 
 def by_ip(devs: list[dict]) -> dict[str, dict]:

@@ -192,7 +192,15 @@ def print_devices(rows: list[dict[str, Any]]) -> None:
             r["model"] or "", system, ",".join(map(str, r["vlans"])), _brief(r["protocols"]),
             f"{r['packets_sent'] + r['packets_received']:,}", _short_time(r["last_seen"]),
         )
-    Console(width=max(220, Console().width)).print(table)
+    _wide(table)
+
+
+def _wide(table: Table) -> None:
+    """Print a table at its natural width when writing to a file or pipe, so no column is cut."""
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=250)  # the table takes only the width it needs
+    console.print(table)
 
 
 @devices.command("show")
@@ -277,7 +285,7 @@ def connections_list(db: str | None, fmt: str) -> None:
                 r["transport"], str(r["server_port"]), r["protocol"], f"{r['packets']:,}",
                 f"{r['bytes']:,}", _short_time(r["first_seen"]), _short_time(r["last_seen"]),
             )
-        Console(width=max(160, Console().width)).print(table)
+        _wide(table)
 
 
 # -- events -----------------------------------------------------------------------------------
@@ -316,7 +324,7 @@ def events_list(db: str | None, fmt: str, kind: str | None) -> None:
     for r in flat:
         table.add_row(_short_time(r["time"]), r["type"], r["protocol"], r["source_ip"] or "",
                       r["destination_ip"] or "", str(r["count"]), str(r["packet"]), r["details"])
-    Console(width=max(160, Console().width)).print(table)
+    _wide(table)
 
 
 # -- demo -------------------------------------------------------------------------------------

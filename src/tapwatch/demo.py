@@ -2,15 +2,18 @@
 
 A first-time user has no tap and no capture, yet should see what tapwatch finds on a
 real network. This module synthesises one: fifteen minutes of a small plant LAN
-(gateway, access switch, office workstations, printer, camera, desk phone, PLC and HMI) on a
-Monday morning as the site powers up. Every frame is built from protocol state (ARP caches,
+(gateway, access switch, office workstations, printer, camera, desk phone, PLC and HMI, and
+an OT cell of an S7-1200, a PowerFlex drive, a Metasys controller and a TIA Portal workstation)
+on a Monday morning as the site powers up. Every frame is built from protocol state (ARP caches,
 DHCP leases, DNS caches, TCP sequence numbers), so Wireshark decodes the streams
 cleanly, and ``DEMO_DEVICES`` records the ground truth the inventory should recover.
 
 Devices announce themselves the way real ones do, so a passive engine can tell type, vendor
 and model from the wire: the switch and the gateway send LLDP, the switch and the phone CDP,
 the phone LLDP-MED inventory, the printer ``_ipp._tcp`` mDNS TXT records, the camera SSDP
-(SERVER header and a UPnP description fetched by a Windows workstation).
+(SERVER header and a UPnP description fetched by a Windows workstation). The OT cell speaks
+its own protocols: S7comm SZL identity and CPU mode, EtherNet/IP List Identity, BACnet I-Am
+and ReadProperty; at minute ten the TIA workstation downloads OB1 to the S7 PLC and stops it.
 
 The capture is a pure function of the seed: fixed start time, ``random.Random(seed)``,
 no wall clock, so two builds with the same seed are byte-identical.
@@ -65,12 +68,22 @@ DEMO_DEVICES: list[dict[str, str | None]] = [
      "vendor": "Schneider Electric", "hostname": None, "model": "BMX P34 2020"},
     {"name": "hmi", "role": "hmi", "mac": "00:0c:26:4a:90:07", "ip": "10.20.0.51",
      "vendor": "Weintek", "hostname": None, "model": None},
+    {"name": "s7-plc", "role": "plc", "mac": "28:63:36:8a:41:5c", "ip": "10.20.0.60",
+     "vendor": "Siemens", "hostname": "PLC_LINE1", "model": "CPU 1214C DC/DC/DC"},
+    {"name": "eng-tia01", "role": "engineering_workstation", "mac": "f8:bc:12:73:9e:05",
+     "ip": "10.20.0.105", "vendor": "Dell", "hostname": "ENG-TIA01", "model": None},
+    {"name": "drive", "role": "drive", "mac": "00:00:bc:5e:2a:91", "ip": "10.20.0.70",
+     "vendor": "Rockwell Automation", "hostname": None, "model": "PowerFlex 525 1P 240V .5HP"},
+    {"name": "bms", "role": "building_controller", "mac": "00:10:8d:0f:a1:22",
+     "ip": "10.20.0.80", "vendor": "Johnson Controls", "hostname": None,
+     "model": "MS-FEC2611-0"},
 ]
 
 _EPOCH = int(DEMO_START.timestamp())
 _NTP_OFFSET = 2_208_988_800
 _BROADCAST = "ff:ff:ff:ff:ff:ff"
 _ZERO_MAC = "00:00:00:00:00:00"
+_SUBNET_BROADCAST = "10.20.0.255"
 _DOMAIN = "plant.example.net"
 _MSS = 1460
 
@@ -110,6 +123,88 @@ _PHONE_INVENTORY = ((5, "3111-48450-001 Rev A"), (6, "6.0.0.0107"), (7, _PHONE_S
 _CAMERA_SERVER = "Linux/4.19.217-axis8, UPnP/1.0, AXIS P3245-LV/10.12.220"
 _CAMERA_UPNP_UUID = "Upnp-BasicDevice-1_0-ACCC8E2B41F7"
 
+# The OT cell: a Siemens S7-1200 (S7comm on ISO-on-TCP), a PowerFlex drive (EtherNet/IP) and
+# a Metasys field controller (BACnet/IP), looked after from a TIA Portal workstation.
+_S7_ORDER_NUMBER = "6ES7 214-1AG40-0XB0"
+_S7_FIRMWARE = (4, 2, 3)
+_S7_COMPONENTS = ((1, "PLC_LINE1"), (2, "PLC_LINE1"), (3, ""), (4, "Original Siemens Equipment"),
+                  (5, "S C-H4N123456789"), (7, "CPU 1214C DC/DC/DC"))
+_S7_BLOCK = "_0800001P"  # OB1, passive file system: the block TIA Portal downloads
+_S7_TSAP_CALLING, _S7_TSAP_CALLED = 0x0100, 0x0101  # PG connection to rack 0, slot 1
+_S7_RUN, _S7_STOP = (0x4302, 0x58), (0x4304, 0x84)  # (event id, bzu-id: previous/requested mode)
+
+_DRIVE_IDENTITY = (1, 2, 144, (4, 3), 0x0030, 0x00524D8E, "PowerFlex 525 1P 240V .5HP")
+
+_BMS_INSTANCE, _BMS_VENDOR_ID = 4001, 5  # ASHRAE vendor 5: Johnson Controls, Inc.
+_BMS_PROPERTIES = ((77, "FEC-AHU1"), (121, "Johnson Controls, Inc."), (70, "MS-FEC2611-0"),
+                   (44, "10.1.0.102"))
+
+
+def _tpkt_cotp(tpdu: bytes) -> bytes:
+    return struct.pack(">BBH", 3, 0, 4 + len(tpdu)) + tpdu
+
+
+def _cotp_connect(code: int, dst_ref: int, src_ref: int) -> bytes:
+    """COTP CR (0xE0) / CC (0xD0), class 0, TPDU size 1024 and the PG's TSAPs."""
+    params = (b"\xc0\x01\x0a" + struct.pack(">BBH", 0xC1, 2, _S7_TSAP_CALLING)
+              + struct.pack(">BBH", 0xC2, 2, _S7_TSAP_CALLED))
+    body = bytes([code]) + struct.pack(">HHB", dst_ref, src_ref, 0) + params
+    return _tpkt_cotp(bytes([len(body)]) + body)
+
+
+def _s7(rosctr: int, ref: int, param: bytes, data: bytes = b"") -> bytes:
+    """One S7comm PDU in a COTP DT TPDU (last data unit) in a TPKT."""
+    header = struct.pack(">BBHHHH", 0x32, rosctr, 0, ref, len(param), len(data))
+    if rosctr in (2, 3):
+        header += b"\x00\x00"  # error class, error code
+    return _tpkt_cotp(b"\x02\xf0\x80" + header + param + data)
+
+
+def _s7_szl_request(ref: int, szl_id: int, index: int) -> bytes:
+    return _s7(7, ref, b"\x00\x01\x12\x04\x11\x44\x01\x00",
+               b"\xff\x09" + struct.pack(">HHH", 4, szl_id, index))
+
+
+def _s7_szl_response(ref: int, seq: int, szl_id: int, size: int, records: Sequence[bytes]) -> bytes:
+    szl = struct.pack(">HHHH", szl_id, 0, size, len(records)) + b"".join(records)
+    return _s7(7, ref, b"\x00\x01\x12\x08\x12\x84\x01" + bytes([seq]) + bytes(4),
+               b"\xff\x09" + struct.pack(">H", len(szl)) + szl)
+
+
+def _s7_filename_param(func: int, status: int, filename: str) -> bytes:
+    return bytes([func, status]) + b"\x01\x00" + bytes(4) + bytes([len(filename)]) + filename.encode()
+
+
+def _bcd(value: int) -> int:
+    return (value // 10) << 4 | value % 10
+
+
+def _s7_time(t: float) -> bytes:
+    """S7 DATE_AND_TIME (BCD, weekday 1 = Sunday) of a moment of the capture."""
+    when = datetime.fromtimestamp(_EPOCH + t, UTC)
+    ms = when.microsecond // 1000
+    weekday = when.isoweekday() % 7 + 1
+    return bytes([_bcd(when.year % 100), _bcd(when.month), _bcd(when.day), _bcd(when.hour),
+                  _bcd(when.minute), _bcd(when.second), _bcd(ms // 10), (ms % 10) << 4 | weekday])
+
+
+def _enip(command: int, context: bytes, body: bytes = b"") -> bytes:
+    return struct.pack("<HHII8sI", command, len(body), 0, 0, context, 0) + body
+
+
+def _bvlc(function: int, npdu: bytes) -> bytes:
+    return struct.pack(">BBH", 0x81, function, 4 + len(npdu)) + npdu
+
+
+def _bacnet_oid(kind: int, instance: int) -> bytes:
+    return struct.pack(">I", kind << 22 | instance)
+
+
+def _bacnet_string(text: str) -> bytes:
+    """Application-tagged CharacterString (ANSI X3.4 / UTF-8)."""
+    value = b"\x00" + text.encode()
+    return (bytes([0x70 | len(value)]) if len(value) < 5 else bytes([0x75, len(value)])) + value
+
 
 @dataclass(frozen=True)
 class _Stack:
@@ -139,7 +234,8 @@ _CDN_OPTS = _OPT_MSS + _OPT_NOP * 2 + _OPT_SACK_OK + _OPT_NOP + _opt_wscale(9)
 
 _STACK_OF = {"gateway": "cisco", "switch": "cisco", "eng-ws01": "windows", "ops-lt02": "windows",
              "eng-ubuntu03": "linux", "printer": "embedded", "camera": "linux",
-             "phone": "linux", "plc": "embedded", "hmi": "linux"}
+             "phone": "linux", "plc": "embedded", "hmi": "linux", "s7-plc": "embedded",
+             "eng-tia01": "windows", "drive": "embedded", "bms": "embedded"}
 
 _STACKS: dict[str, _Stack] = {
     "windows": _Stack(128, 64240, _WS_OPTS, 1026, (49152, 65535), True, 120.0, (0.002, 0.2)),
@@ -609,6 +705,7 @@ class _Scenario:
         self.sip_nonce = ""
         self.first_visits: dict[str, list[str]] = {}
         self.phone_addressed = DEMO_DURATION
+        self.s7_run_since = 0.0
 
     def build(self) -> list[tuple[int, int, bytes]]:
         site, rng = self.site, self.rng
@@ -624,6 +721,10 @@ class _Scenario:
         site.at(rng.uniform(60.0, 80.0), lambda t: self.workstation_boot(t, "eng-ws01"))
         site.at(rng.uniform(170.0, 210.0), lambda t: self.workstation_boot(t, "ops-lt02"))
         site.at(rng.uniform(280.0, 320.0), lambda t: self.workstation_boot(t, "eng-ubuntu03"))
+        site.at(rng.uniform(1.5, 3.0), self.s7_boot)
+        site.at(rng.uniform(3.0, 5.0), lambda t: self.static_boot(t, "drive"))
+        site.at(rng.uniform(5.0, 7.0), self.bms_boot)
+        site.at(rng.uniform(90.0, 120.0), self.tia_boot)
         site.run()
         return sorted(site.frames)
 
@@ -1230,6 +1331,160 @@ class _Scenario:
                                   struct.pack(">BHH", 3, 0, 10), self._read_holding(0, 10),
                                   unit=255)
         conn.close(t + rng.uniform(0.001, 0.01), by_client=True)
+
+    # ------------------------------------------------------------------ the OT cell
+
+    def static_boot(self, t: float, name: str) -> float:
+        """A statically addressed host comes up: two gratuitous ARPs."""
+        host = self.h[name]
+        t = self.site.garp(t, host) + self.rng.uniform(0.8, 1.2)
+        return self.site.garp(t, host)
+
+    def broadcast(self, t: float, host: _Node, sport: int, dport: int, payload: bytes) -> float:
+        """A UDP datagram to the subnet broadcast address."""
+        assert host.mac is not None
+        packet = _ipv4(host.ip, _SUBNET_BROADCAST, _PROTO_UDP, _udp(sport, dport, payload),
+                       ttl=host.ttl, ident=host.next_ipid(), df=False)
+        return self.site.emit(t, _ether(_BROADCAST, host.mac, _ETH_IPV4, packet))
+
+    def bms_boot(self, t: float) -> None:
+        """The Metasys field controller announces itself with an I-Am once it is up."""
+        t = self.static_boot(t, "bms")
+        self.bacnet_i_am(t + self.rng.uniform(2.0, 4.0))
+
+    def bacnet_i_am(self, t: float) -> float:
+        body = (b"\x10\x00\xc4" + _bacnet_oid(8, _BMS_INSTANCE) + b"\x22\x05\xc4\x91\x00\x21"
+                + bytes([_BMS_VENDOR_ID]))
+        return self.broadcast(t, self.h["bms"], 47808, 47808, _bvlc(0x0B, b"\x01\x00" + body))
+
+    def tia_boot(self, t: float) -> None:
+        """The TIA Portal workstation (Windows, static address): gratuitous ARP, NetBIOS name
+        registrations, then it browses the cell and at minute ten downloads to the S7 PLC."""
+        rng = self.rng
+        t = self.static_boot(t, "eng-tia01") + rng.uniform(0.5, 1.5)
+        self.nbns_register(t)
+        self.site.at(t + rng.uniform(15.0, 25.0), self.enip_browse)
+        self.site.at(t + rng.uniform(30.0, 45.0), self.bacnet_browse)
+        self.site.at(rng.uniform(600.0, 615.0), self.tia_session)
+
+    def nbns_register(self, t: float) -> None:
+        ws = self.h["eng-tia01"]
+        names = (("ENG-TIA01", 0x00, 0x0000), ("PLANT", 0x00, 0x8000), ("ENG-TIA01", 0x20, 0x0000))
+        tid = self.rng.getrandbits(15)
+        for attempt in range(3):
+            for i, (name, suffix, nb_flags) in enumerate(names):
+                raw = name.ljust(15).encode() + bytes([suffix])
+                label = bytes([32]) + bytes(0x41 + (b >> s & 0xF) for b in raw for s in (4, 0))
+                message = (struct.pack(">HHHHHH", tid + i, 0x2910, 1, 0, 0, 1) + label + b"\x00"
+                           + struct.pack(">HH", 0x20, 1) + b"\xc0\x0c"
+                           + struct.pack(">HHIHH", 0x20, 1, 300_000, 6, nb_flags)
+                           + socket.inet_aton(ws.ip))
+                self.broadcast(t + 0.75 * attempt + 0.001 * i, ws, 137, 137, message)
+
+    def enip_browse(self, t: float) -> None:
+        """RSLinx-style EtherNet/IP browse: a broadcast List Identity, the drive answers."""
+        site, rng, ws, drive = self.site, self.rng, self.h["eng-tia01"], self.h["drive"]
+        sport = ws.port(rng)
+        context = bytes(8)
+        self.broadcast(t, ws, sport, 44818, _enip(0x63, context))
+        vendor, dtype, code, (major, minor), status, serial, name = _DRIVE_IDENTITY
+        item = (struct.pack("<H", 1) + struct.pack(">HH4s8s", 2, 44818, socket.inet_aton(drive.ip),
+                                                   bytes(8))
+                + struct.pack("<HHHBBHI", vendor, dtype, code, major, minor, status, serial)
+                + bytes([len(name)]) + name.encode() + b"\x03")
+        body = struct.pack("<HHH", 1, 0x0C, len(item)) + item
+        site.send(t + rng.uniform(0.002, 0.03), drive, ws, _PROTO_UDP,
+                  _udp(44818, sport, _enip(0x63, context, body)), df=False)
+        site.at(t + 300.0 + rng.uniform(-5.0, 5.0), self.enip_browse)
+
+    def bacnet_browse(self, t: float) -> None:
+        """A BACnet browser on the workstation: Who-Is, the controller's I-Am, then
+        ReadProperty of the device object's identity properties."""
+        site, rng, ws, bms = self.site, self.rng, self.h["eng-tia01"], self.h["bms"]
+        self.broadcast(t, ws, 47808, 47808, _bvlc(0x0B, b"\x01\x00\x10\x08"))
+        t = self.bacnet_i_am(t + rng.uniform(0.005, 0.05)) + rng.uniform(0.05, 0.3)
+        oid = b"\x0c" + _bacnet_oid(8, _BMS_INSTANCE)
+        invoke = rng.randint(0, 200)
+        for prop, value in _BMS_PROPERTIES:
+            request = bytes([0x00, 0x05, invoke, 0x0C]) + oid + bytes([0x19, prop])
+            t = site.send(t, ws, bms, _PROTO_UDP,
+                          _udp(47808, 47808, _bvlc(0x0A, b"\x01\x04" + request)), df=False)
+            ack = (bytes([0x30, invoke, 0x0C]) + oid + bytes([0x19, prop, 0x3E])
+                   + _bacnet_string(value) + b"\x3f")
+            t = site.send(t + rng.uniform(0.003, 0.02), bms, ws, _PROTO_UDP,
+                          _udp(47808, 47808, _bvlc(0x0A, b"\x01\x00" + ack)), df=False)
+            invoke = (invoke + 1) & 0xFF
+            t += rng.uniform(0.001, 0.01)
+
+    def s7_boot(self, t: float) -> None:
+        self.s7_run_since = t + self.rng.uniform(2.0, 3.0)
+        self.static_boot(t, "s7-plc")
+
+    def tia_session(self, t: float) -> None:
+        """TIA Portal goes online with the S7-1200: reads its identity and mode, downloads OB1
+        (the PLC pulls the block), then stops the CPU and reads the mode again."""
+        site, rng = self.site, self.rng
+        conn = _Tcp(site, self.h["eng-tia01"], self.h["s7-plc"], 102)
+        ref, plc_ref, seq = rng.randint(0x0100, 0x0800), rng.randint(0x0100, 0xF000), 0
+
+        def exchange(t: float, from_pg: bool, request: bytes, reply: bytes,
+                     work: tuple[float, float] = (0.002, 0.01)) -> float:
+            t = conn.push(t + rng.uniform(0.0005, 0.003), from_pg, request)
+            return conn.push(t + rng.uniform(*work), not from_pg, reply)
+
+        def szl(t: float, szl_id: int, size: int, records: Sequence[bytes]) -> float:
+            nonlocal ref, seq
+            ref, seq = ref + 1, seq + 1
+            return exchange(t, True, _s7_szl_request(ref, szl_id, 0),
+                            _s7_szl_response(ref, seq, szl_id, size, records))
+
+        def mode(t: float, state: tuple[int, int], since: float) -> float:
+            event, bzu_id = state
+            record = struct.pack(">HBB4s4s", event, 0xFF, bzu_id, bytes(4), bytes(4))
+            return szl(t, 0x0424, 20, [record + _s7_time(since)])
+
+        t = conn.open(t)
+        pg_cotp = rng.randint(1, 0xFFFF)
+        t = exchange(t, True, _cotp_connect(0xE0, 0, pg_cotp),
+                     _cotp_connect(0xD0, pg_cotp, rng.randint(1, 0xFFFF)))
+        ref += 1
+        t = exchange(t, True, _s7(1, ref, b"\xf0\x00\x00\x01\x00\x01\x03\xc0"),
+                     _s7(3, ref, b"\xf0\x00\x00\x01\x00\x01\x00\xf0"))
+        padded = _S7_ORDER_NUMBER.ljust(20).encode()
+        major, minor, patch = _S7_FIRMWARE
+        t = szl(t, 0x0011, 28, [
+            struct.pack(">H20sHHH", 1, padded, 0, 0, 1),
+            struct.pack(">H20sHHH", 6, padded, 0, 0, 1),
+            struct.pack(">H20sHBBBB", 7, b" " * 20, 0, ord("V"), major, minor, patch)])
+        t = szl(t, 0x001C, 34, [struct.pack(">H32s", index, text.encode())
+                                for index, text in _S7_COMPONENTS])
+        t = mode(t, _S7_RUN, self.s7_run_since)
+        t = conn.ack(t + rng.uniform(*conn.client.stack.delayed_ack), True)
+
+        # Download: the PG asks to load OB1, the PLC fetches it and says when it is done.
+        block = b"pp\x01\x01\x01\x08" + struct.pack(">H", 1) + rng.randbytes(176)
+        ref += 1
+        t = exchange(t + rng.uniform(2.0, 6.0), True,
+                     _s7(1, ref, _s7_filename_param(0x1A, 0, _S7_BLOCK) + b"\x0d1"
+                         + f"{len(block):06d}{96:06d}".encode()),
+                     _s7(3, ref, b"\x1a"))
+        plc_ref += 1
+        t = exchange(t, False, _s7(1, plc_ref, _s7_filename_param(0x1B, 0, _S7_BLOCK)),
+                     _s7(3, plc_ref, b"\x1b\x00", struct.pack(">HH", len(block), 0x00FB) + block))
+        plc_ref += 1
+        ended = bytes([0x1C, 0]) + bytes(6) + bytes([len(_S7_BLOCK)]) + _S7_BLOCK.encode()
+        t = exchange(t, False, _s7(1, plc_ref, ended), _s7(3, plc_ref, b"\x1c"),
+                     work=(0.01, 0.05))
+        t = conn.ack(t + rng.uniform(*conn.server.stack.delayed_ack), False)
+
+        # Stop the CPU; the next mode read shows STOP.
+        ref += 1
+        stopped = t + rng.uniform(1.0, 3.0)
+        t = exchange(stopped, True, _s7(1, ref, b"\x29" + bytes(5) + b"\x09P_PROGRAM"),
+                     _s7(3, ref, b"\x29"), work=(0.02, 0.08))
+        t = mode(t + rng.uniform(0.3, 1.0), _S7_STOP, t)
+        t = conn.ack(t + rng.uniform(*conn.client.stack.delayed_ack), True)
+        conn.close(t + rng.uniform(5.0, 20.0), by_client=True)
 
 
 def build_demo_capture(path: str | pathlib.Path, *, seed: int = 7) -> pathlib.Path:

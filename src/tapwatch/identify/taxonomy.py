@@ -56,6 +56,7 @@ _TYPES = (
     DeviceType("historian", "Historian", OT),
     DeviceType("ied", "IED", OT),
     DeviceType("dcs_controller", "DCS controller", OT),
+    DeviceType("drive", "Drive / motion controller", OT),
     # neither
     DeviceType(UNKNOWN, "Unknown", None),
 )
@@ -150,7 +151,7 @@ def class_from_protocols(protocols: set[str] | frozenset[str]) -> tuple[str | No
 # Purdue model level each type usually sits at: 1 basic control, 2 supervisory control,
 # 3 site operations, 4 enterprise (IT and office IoT). An inference people may correct.
 PURDUE_LEVEL = {
-    "plc": 1, "rtu": 1, "ied": 1, "dcs_controller": 1, "building_controller": 1,
+    "plc": 1, "rtu": 1, "ied": 1, "dcs_controller": 1, "building_controller": 1, "drive": 1,
     "hmi": 2, "engineering_workstation": 2,
     "historian": 3,
 }

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from tapwatch.identify import FactView, identify, taxonomy
+from tapwatch.identify import FactView, Identity, identify, taxonomy
 from tapwatch.store.evidence import facts_of_devices
 from tapwatch.store.inventory import IN_CHUNK
 from tapwatch.store.models import Connection, Device, Event, Fact
@@ -74,6 +74,14 @@ def behaviour(session: Session, ids: list[int]) -> tuple[dict[int, set[str]], di
     return served, facts
 
 
+def _fingerprint_only(ident: Identity) -> bool:
+    """A controller's OS guessed only from its TCP stack (p0f's signatures describe desktop
+    and server systems) says more about p0f's database than about the device."""
+    evidence = ident.evidence.get("os", [])
+    return taxonomy.purdue_level(ident.type) == 1 and bool(evidence) and all(
+        "p0f" in e.source for e in evidence)
+
+
 def _best(facts: list[Fact], attribute: str) -> str | None:
     found = [f for f in facts if f.attribute == attribute]
     return max(found, key=lambda f: (f.confidence, f.count)).value if found else None
@@ -103,7 +111,7 @@ def refresh_identity(session: Session, device_ids: Iterable[int]) -> None:
             device.type = ident.type
             device.device_class = ident.device_class
             device.model = ident.model
-            device.os = ident.os
+            device.os = None if _fingerprint_only(ident) else ident.os
             device.firmware = ident.firmware
             device.purdue_level = taxonomy.purdue_level(ident.type)
             facts = by_device.get(device.id, [])
