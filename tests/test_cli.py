@@ -80,3 +80,28 @@ def test_demo_prints_the_example_site_inventory(tmp_path) -> None:
     run = tapwatch("demo", "--dir", str(tmp_path / "demo"))
     assert run.returncode == 0, run.stderr
     assert "14 devices" in run.stdout and "10.20.0.50" in run.stdout
+
+
+def test_edits_survive_reanalysis_until_reset(tmp_path) -> None:
+    db = str(tmp_path / "inv.db")
+    first, second = (str(CAPTURES / n) for n in ("iti-ics-tools__dnp3_test_data_part1.pcap",
+                                                   "zeek__dnp3.pcap"))
+    tapwatch("analyze", first, "--db", db)
+    listed = json.loads(tapwatch("devices", "list", "--db", db, "--format", "json").stdout)
+    outstation = next(d for d in listed if d["ip"] == "10.0.0.3")
+    assert outstation["type"] == "rtu" and outstation["purdue_level"] == 1
+    edit = tapwatch("devices", "edit", str(outstation["id"]), "--db", db, "--name", "Feeder 7 RTU",
+                    "--purdue-level", "0", "--type", "ied")
+    assert edit.returncode == 0, edit.stderr
+    tapwatch("analyze", second, "--db", db)  # the same outstation again, identified again
+    after = json.loads(tapwatch("devices", "show", str(outstation["id"]), "--db", db,
+                                "--format", "json").stdout)
+    assert (after["name"], after["type"], after["class"], after["purdue_level"]) == (
+        "Feeder 7 RTU", "ied", "OT", 0)
+    tapwatch("devices", "edit", str(outstation["id"]), "--db", db, "--reset", "type",
+             "--reset", "purdue_level")
+    reset = json.loads(tapwatch("devices", "show", str(outstation["id"]), "--db", db,
+                                "--format", "json").stdout)
+    assert (reset["name"], reset["type"], reset["purdue_level"]) == ("Feeder 7 RTU", "rtu", 1)
+    bad = tapwatch("devices", "edit", str(outstation["id"]), "--db", db, "--type", "toaster")
+    assert bad.returncode == 2 and "unknown type 'toaster'" in bad.stderr

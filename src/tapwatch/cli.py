@@ -17,8 +17,11 @@ from rich.table import Table
 from tapwatch import __version__
 from tapwatch.analyze import Analyzer, RunSummary
 from tapwatch.dissect.base import EVENT_TYPES
+from tapwatch.identify import taxonomy
 from tapwatch.store import evidence, inventory
 from tapwatch.store.db import open_engine, sessions
+from tapwatch.store.identity import EDITABLE, refresh_identity
+from tapwatch.store.models import Device
 
 FORMATS = click.Choice(["table", "json", "csv"])
 db_option = click.option(
@@ -203,6 +206,36 @@ def _wide(table: Table) -> None:
     console.print(table)
 
 
+@devices.command("edit")
+@click.argument("device_id", type=int)
+@db_option
+@click.option("--name")
+@click.option("--vendor")
+@click.option("--type", "type_", metavar="TYPE", help="A taxonomy type id, e.g. plc, hmi, printer.")
+@click.option("--model")
+@click.option("--os", "os_")
+@click.option("--firmware")
+@click.option("--purdue-level", type=click.IntRange(0, 5))
+@click.option("--reset", "reset", multiple=True, type=click.Choice(EDITABLE),
+              help="Forget a value you set, so identification decides again.")
+def devices_edit(device_id: int, db: str | None, reset: tuple[str, ...], **values: Any) -> None:
+    """Set what a device is; identification keeps your values from then on."""
+    edits = {k.rstrip("_"): v for k, v in values.items() if v is not None}
+    if "type" in edits and taxonomy.get(edits["type"]) is None:
+        fail(f"unknown type {edits['type']!r} (known: {', '.join(sorted(taxonomy.TYPES))})")
+    engine = open_engine(db)
+    with sessions(engine).begin() as s:
+        device = s.get(Device, device_id)
+        if device is None:
+            fail(f"no device with id {device_id}")
+            return
+        overrides = {k: v for k, v in (device.overrides or {}).items() if k not in reset}
+        device.overrides = {**overrides, **edits}
+        refresh_identity(s, [device_id])
+    click.echo(f"device {device_id}: " + (", ".join(f"{k}={v}" for k, v in edits.items())
+                                         or "no change") + (f"; reset {', '.join(reset)}" if reset else ""))
+
+
 @devices.command("show")
 @click.argument("device_id", type=int)
 @db_option
@@ -212,7 +245,7 @@ def devices_show(device_id: int, db: str | None, fmt: str) -> None:
     """One device with the evidence behind what tapwatch thinks it is."""
     engine = open_engine(db)
     with sessions(engine)() as s:
-        device = s.get(inventory.Device, device_id)
+        device = s.get(Device, device_id)
         if device is None:
             fail(f"no device with id {device_id}")
             return

@@ -74,6 +74,20 @@ def behaviour(session: Session, ids: list[int]) -> tuple[dict[int, set[str]], di
     return served, facts
 
 
+EDITABLE = ("name", "vendor", "type", "model", "os", "firmware", "purdue_level")
+
+
+def apply_overrides(device: Device) -> None:
+    """Put back what a person set on the device (identification only proposes)."""
+    for field, value in (device.overrides or {}).items():
+        if field in EDITABLE:
+            setattr(device, field, value)
+    if "type" in (device.overrides or {}):
+        device.device_class = taxonomy.class_of(device.type)
+        if "purdue_level" not in device.overrides:
+            device.purdue_level = taxonomy.purdue_level(device.type)
+
+
 def _fingerprint_only(ident: Identity) -> bool:
     """A controller's OS guessed only from its TCP stack (p0f's signatures describe desktop
     and server systems) says more about p0f's database than about the device."""
@@ -119,3 +133,4 @@ def refresh_identity(session: Session, device_ids: Iterable[int]) -> None:
             device.module = _best(facts, "module") or _best(facts, "order_number")
             device.rack_slot = _best(facts, "rack_slot")
             device.plc_mode = _latest(facts, "plc_mode")
+            apply_overrides(device)

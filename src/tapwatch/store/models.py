@@ -77,6 +77,8 @@ class Device(Base):
     module: Mapped[str | None] = mapped_column(String(255))
     rack_slot: Mapped[str | None] = mapped_column(String(32))
     plc_mode: Mapped[str | None] = mapped_column(String(32))
+    # values a person set; identification never overwrites them
+    overrides: Mapped[Any] = mapped_column(default=dict)
     model: Mapped[str | None] = mapped_column(String(255))
     os: Mapped[str | None] = mapped_column(String(255))
     firmware: Mapped[str | None] = mapped_column(String(255))
