@@ -8,7 +8,7 @@ The controlled station (outstation, RTU) is the TCP server on 2404, and every AS
 *its* common address, whichever way it travels: so the common address is a fact about the
 side on port 2404, and commands (cause "activation"/"deactivation") come from the other.
 Bytes before an APDU start (0x68) are skipped, and an APDU cut by the end of its segment
-makes the flow skip its continuation (see modbus.Resync).
+makes the flow skip its continuation (see tcpstream.Resync).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 
 from tapwatch.dissect import register
 from tapwatch.dissect.base import Dissector, Evidence, Packet, Side
-from tapwatch.dissect.modbus import Resync
+from tapwatch.dissect.tcpstream import Resync
 
 PORT = 2404
 START = 0x68

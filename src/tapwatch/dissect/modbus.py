@@ -19,6 +19,7 @@ from typing import Any
 
 from tapwatch.dissect import register
 from tapwatch.dissect.base import Dissector, Evidence, Packet, Side
+from tapwatch.dissect.tcpstream import Resync
 
 PORT = 502
 MBAP = struct.Struct(">HHHB")  # transaction id, protocol id, length, unit id
@@ -77,55 +78,6 @@ UMAS_READ_ID_NAME_AT = 22  # bytes of READ_ID answer data before the CPU name's 
 
 DIAG_RESTART = 1
 DIAG_LISTEN_ONLY = 4
-
-
-def tcp_seq(l3: bytes) -> int | None:
-    """The TCP sequence number of a packet, from its IP header on; None when unknown."""
-    if len(l3) < 40:
-        return None
-    version = l3[0] >> 4
-    if version == 4 and l3[9] == 6:
-        at = (l3[0] & 0x0F) * 4
-    elif version == 6 and l3[6] == 6:
-        at = 40
-    else:
-        return None
-    return int.from_bytes(l3[at + 4 : at + 8], "big") if len(l3) >= at + 8 else None
-
-
-class Resync:
-    """Per TCP flow direction, where the next message starts when one ran past its segment."""
-
-    WINDOW = 1 << 16  # a message continues at most this far (sequence space)
-    SIZE = 4096
-
-    def __init__(self) -> None:
-        self._next: dict[tuple[str, int, str, int], int] = {}
-
-    def start(self, pkt: Packet) -> int | None:
-        """Payload offset of the first message start: 0 normally, more after a continuation,
-        None when the whole segment continues an earlier message."""
-        key = (pkt.src_ip, pkt.sport, pkt.dst_ip, pkt.dport)
-        want = self._next.pop(key, None)
-        seq = tcp_seq(pkt.l3) if want is not None else None
-        if want is None or seq is None:
-            return 0
-        delta = (want - seq) & 0xFFFFFFFF
-        if delta < len(pkt.payload):
-            return delta
-        if delta < self.WINDOW:  # still inside the message: keep waiting for its end
-            self._next[key] = want
-            return None
-        return 0  # the message end lies behind us (segments not seen): start afresh
-
-    def expect(self, pkt: Packet, end: int) -> None:
-        """A message runs to payload offset `end`, beyond this segment."""
-        seq = tcp_seq(pkt.l3)
-        if seq is None:
-            return
-        if len(self._next) >= self.SIZE:
-            self._next.clear()
-        self._next[(pkt.src_ip, pkt.sport, pkt.dst_ip, pkt.dport)] = (seq + end) & 0xFFFFFFFF
 
 
 def pdus(payload: bytes) -> list[bytes]:

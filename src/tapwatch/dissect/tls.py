@@ -15,6 +15,7 @@ import struct
 
 from tapwatch.dissect import register
 from tapwatch.dissect.base import Dissector, Evidence, Packet
+from tapwatch.dissect.tcpstream import tcp_seq
 
 HANDSHAKE = 22
 CLIENT_HELLO = 1
@@ -291,30 +292,7 @@ def certificate_subject(der: bytes) -> str:
     return ", ".join(reversed(rdns))
 
 
-# --- records, handshake messages, TCP sequence numbers -----------------------------------
-
-def tcp_seq(l3: bytes) -> int | None:
-    """The TCP sequence number from the IP header onwards, or None."""
-    if not l3:
-        return None
-    if l3[0] >> 4 == 4:
-        off = (l3[0] & 0x0F) * 4
-        if off < 20 or len(l3) < off + 8 or l3[9] != 6:
-            return None
-    elif l3[0] >> 4 == 6 and len(l3) >= 40:
-        nxt, off = l3[6], 40
-        for _ in range(8):  # extension headers
-            if nxt == 6:
-                break
-            if nxt not in (0, 43, 60, 44) or len(l3) < off + 8:
-                return None
-            nxt, off = l3[off], off + (8 if nxt == 44 else (l3[off + 1] + 1) * 8)
-        if nxt != 6 or len(l3) < off + 8:
-            return None
-    else:
-        return None
-    return int.from_bytes(l3[off + 4 : off + 8], "big")
-
+# --- records and handshake messages ---------------------------------------------------------
 
 def handshake_bytes(data: bytes) -> tuple[bytes, bool]:
     """Concatenated bodies of the leading handshake records, and whether the last one is cut."""
