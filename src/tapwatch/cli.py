@@ -16,6 +16,7 @@ from rich.table import Table
 
 from tapwatch import __version__
 from tapwatch.analyze import Analyzer, RunSummary
+from tapwatch.capture import iter_capture_files
 from tapwatch.dissect.base import EVENT_TYPES
 from tapwatch.identify import taxonomy
 from tapwatch.store import evidence, inventory
@@ -68,29 +69,19 @@ def analyze(paths: tuple[str, ...], db: str | None, sensor: str | None, quiet: b
 
 def run_analysis(paths: tuple[str, ...], db: str | None, sensor: str | None,
                  quiet: bool, dissect: bool = True) -> RunSummary:
+    """Analyze every capture: a progress bar on a terminal, one plain line per file otherwise."""
     for p in paths:
         if not Path(p).exists():
             fail(f"{p}: no such file or directory")
     engine = open_engine(db)
-    if quiet or not sys.stderr.isatty():
-        analyzer = Analyzer(engine, sensor, dissect=dissect)
-        summary = RunSummary()
-        from tapwatch.capture import iter_capture_files
-
-        for path in iter_capture_files(paths):
-            result = analyzer.analyze_file(path)
-            summary.files.append(result)
-            if not quiet and result.status != "error":
-                rate = result.packets / result.seconds if result.seconds else 0
-                click.echo(f"{result.status} {result.path}: {result.packets:,} packets in "
-                           f"{result.seconds:.2f} s ({rate:,.0f} packets/s)")
-        return summary
+    show_bar = not quiet and sys.stderr.isatty()
+    summary = RunSummary()
     with Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[rate]}"),
-        TimeElapsedColumn(), console=err, transient=True,
+        TimeElapsedColumn(), console=err, transient=True, disable=not show_bar,
     ) as bar:
         task = bar.add_task("analyzing", total=None, rate="")
-        started = [time.perf_counter(), 0]
+        started = [time.perf_counter()]
 
         def progress(path: str, done: int, packets: int) -> None:
             total = Path(path).stat().st_size
@@ -99,17 +90,16 @@ def run_analysis(paths: tuple[str, ...], db: str | None, sensor: str | None,
             bar.update(task, description=Path(path).name, completed=min(done, total), total=total,
                        rate=f"{packets:,} packets, {rate:,.0f}/s")
 
-        def reset(_: Any = None) -> None:
-            started[0] = time.perf_counter()
-
-        analyzer = Analyzer(engine, sensor, progress, dissect=dissect)
-        summary = RunSummary()
-        from tapwatch.capture import iter_capture_files
-
+        analyzer = Analyzer(engine, sensor, progress if show_bar else None, dissect=dissect)
         for path in iter_capture_files(paths):
-            reset()
-            summary.files.append(analyzer.analyze_file(path))
-        return summary
+            started[0] = time.perf_counter()
+            result = analyzer.analyze_file(path)
+            summary.files.append(result)
+            if not quiet and not show_bar and result.status != "error":
+                rate = result.packets / result.seconds if result.seconds else 0
+                click.echo(f"{result.status} {result.path}: {result.packets:,} packets in "
+                           f"{result.seconds:.2f} s ({rate:,.0f} packets/s)")
+    return summary
 
 
 def print_summary(summary: RunSummary) -> None:
