@@ -13,6 +13,7 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from sqlalchemy import select
 
 from tapwatch import __version__
 from tapwatch.analyze import Analyzer, RunSummary
@@ -372,7 +373,10 @@ def demo(directory: str) -> None:
     ctx = click.get_current_context()
     ctx.invoke(devices_list, db=str(db), fmt="table", sort="ip")
     click.echo(f"\nexplore it: tapwatch devices list --db {db} --format json")
-    click.echo(f"            tapwatch connections list --db {db}")
+    with sessions(open_engine(str(db)))() as s:
+        plc = s.scalar(select(Device.id).where(Device.ip == "10.20.0.60"))
+    click.echo(f"            tapwatch devices show {plc} --db {db}   # the S7 PLC and its evidence")
+    click.echo(f"            tapwatch events list --db {db}       # its program download and stop")
 
 
 if __name__ == "__main__":
