@@ -106,9 +106,6 @@ class Rows:
     def arrays(self) -> tuple[np.ndarray, ...]:
         return tuple(getattr(self, name) for name in self.COLUMNS)
 
-    def view(self, name: str) -> np.ndarray:
-        return getattr(self, name)[: self.n]
-
 
 @njit(cache=True)
 def _snap_lookup(keys, ids, key):

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from tapwatch.dissect.stage import DissectResults
 from tapwatch.store.inventory import (
-    IN_CHUNK,
+    chunks,
     device_addresses,
     device_json,
     iso,
@@ -80,33 +80,30 @@ def _mac_only_targets(session: Session, macs: set[str]) -> dict[str, str]:
     return out
 
 
-def facts_of_devices(session: Session, device_ids: Iterable[int]) -> dict[int, list[Fact]]:
-    """Every fact of every address of the given devices."""
-    out: dict[int, list[Fact]] = defaultdict(list)
-    ids = sorted(set(device_ids))
-    for i in range(0, len(ids), IN_CHUNK):
-        q = (select(Address.device_id, Fact)
-             .join(Fact, (Fact.mac == Address.mac) & (Fact.ip == Address.ip))
-             .where(Address.device_id.in_(ids[i : i + IN_CHUNK])))
-        for device_id, fact in session.execute(q):
+def _of_devices(session: Session, model: type[Fact] | type[ProtocolError],
+                device_ids: Iterable[int]) -> dict[int, list[Any]]:
+    """Rows of an address-keyed table (facts, protocol errors) per device owning the address."""
+    out: dict[int, list[Any]] = defaultdict(list)
+    for part in chunks(sorted(set(device_ids))):
+        q = (select(Address.device_id, model)
+             .join(model, (model.mac == Address.mac) & (model.ip == Address.ip))
+             .where(Address.device_id.in_(part)))
+        for device_id, row in session.execute(q):
             if device_id is not None:
-                out[device_id].append(fact)
+                out[device_id].append(row)
+    return out
+
+
+def facts_of_devices(session: Session, device_ids: Iterable[int]) -> dict[int, list[Fact]]:
+    """Every fact of every address of the given devices, best first per attribute."""
+    out = _of_devices(session, Fact, device_ids)
     for facts in out.values():
         facts.sort(key=lambda f: (f.attribute, -f.confidence, -f.count, f.value))
     return out
 
 
 def errors_of_devices(session: Session, device_ids: Iterable[int]) -> dict[int, list[ProtocolError]]:
-    out: dict[int, list[ProtocolError]] = defaultdict(list)
-    ids = sorted(set(device_ids))
-    for i in range(0, len(ids), IN_CHUNK):
-        q = (select(Address.device_id, ProtocolError)
-             .join(ProtocolError, (ProtocolError.mac == Address.mac) & (ProtocolError.ip == Address.ip))
-             .where(Address.device_id.in_(ids[i : i + IN_CHUNK])))
-        for device_id, err in session.execute(q):
-            if device_id is not None:
-                out[device_id].append(err)
-    return out
+    return _of_devices(session, ProtocolError, device_ids)
 
 
 def device_ids_of(session: Session, addresses: set[tuple[str, str]]) -> set[int]:
@@ -153,13 +150,13 @@ def _owners(session: Session, keys: set[tuple[str, str]]) -> dict[tuple[str, str
     by_ip: dict[str, set[int]] = defaultdict(set)
     ips = sorted({ip for _, ip in keys if ip})
     macs = sorted({mac for mac, _ in keys if mac})
-    for i in range(0, len(macs), IN_CHUNK):
-        q = select(Address.mac, Address.ip, Address.device_id).where(Address.mac.in_(macs[i : i + IN_CHUNK]))
+    for part in chunks(macs):
+        q = select(Address.mac, Address.ip, Address.device_id).where(Address.mac.in_(part))
         for mac, ip, device_id in session.execute(q):
             if device_id is not None:
                 out[(mac, ip)] = device_id
-    for i in range(0, len(ips), IN_CHUNK):
-        by_ip_q = select(Address.ip, Address.device_id).where(Address.ip.in_(ips[i : i + IN_CHUNK]))
+    for part in chunks(ips):
+        by_ip_q = select(Address.ip, Address.device_id).where(Address.ip.in_(part))
         for ip, device_id in session.execute(by_ip_q):
             if device_id is not None:
                 by_ip[ip].add(device_id)

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from tapwatch.identify import FactView, Identity, identify, taxonomy
 from tapwatch.store.evidence import facts_of_devices
-from tapwatch.store.inventory import IN_CHUNK
+from tapwatch.store.inventory import chunks
 from tapwatch.store.models import Connection, Device, Event, Fact
 
 GATEWAY_FACT = FactView("device_type", "router", "traffic", 0.4)
@@ -32,16 +32,11 @@ PROGRAMMING = frozenset({"program_download", "program_upload", "plc_stop", "plc_
                          "mode_change", "firmware_update"})
 
 
-def _chunks(ids: list[int]) -> Iterable[list[int]]:
-    for i in range(0, len(ids), IN_CHUNK):
-        yield ids[i : i + IN_CHUNK]
-
-
 def behaviour(session: Session, ids: list[int]) -> tuple[dict[int, set[str]], dict[int, list[FactView]]]:
     """Protocols each device serves, and facts its behaviour implies."""
     served: dict[int, set[str]] = defaultdict(set)
     facts: dict[int, list[FactView]] = defaultdict(list)
-    for part in _chunks(ids):
+    for part in chunks(ids):
         q = (select(Connection.server_device_id, Connection.protocol).distinct()
              .where(Connection.server_device_id.in_(part)))
         for device_id, protocol in session.execute(q):
@@ -112,7 +107,7 @@ def refresh_identity(session: Session, device_ids: Iterable[int]) -> None:
     ids = sorted(set(device_ids))
     by_device = facts_of_devices(session, ids)
     served, implied = behaviour(session, ids)
-    for part in _chunks(ids):
+    for part in chunks(ids):
         for device in session.scalars(select(Device).where(Device.id.in_(part))):
             views = [FactView(f.attribute, f.value, f.source, f.confidence, f.count)
                      for f in by_device.get(device.id, [])] + implied.get(device.id, [])

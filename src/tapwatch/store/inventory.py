@@ -50,7 +50,8 @@ def _utcnow() -> datetime:
     return clock.now().astimezone(UTC).replace(tzinfo=None)
 
 
-def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
+def chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
+    """Slices small enough for an SQL IN (...) list."""
     for i in range(0, len(items), IN_CHUNK):
         yield items[i : i + IN_CHUNK]
 
@@ -105,9 +106,9 @@ def _new_address(mac: str, ip: str, rec: AddressRecord) -> Address:
 
 def _load_addresses(session: Session, macs: set[str], ips_without_mac: set[str]) -> list[Address]:
     rows: list[Address] = []
-    for part in _chunks(sorted(macs)):
+    for part in chunks(sorted(macs)):
         rows += session.scalars(select(Address).where(Address.mac.in_(part)))
-    for part in _chunks(sorted(ips_without_mac)):
+    for part in chunks(sorted(ips_without_mac)):
         rows += session.scalars(select(Address).where(Address.mac == "", Address.ip.in_(part)))
     return rows
 
@@ -181,9 +182,9 @@ def merge_run(
 
 def _load_devices(session: Session, macs: set[str], loose_ips: set[str]) -> dict[tuple[str, str], Device]:
     rows: list[Device] = []
-    for part in _chunks(sorted(macs)):
+    for part in chunks(sorted(macs)):
         rows += session.scalars(select(Device).where(Device.key_mac.in_(part)))
-    for part in _chunks(sorted(loose_ips)):
+    for part in chunks(sorted(loose_ips)):
         rows += session.scalars(select(Device).where(Device.key_mac == "", Device.key_ip.in_(part)))
     return {(d.key_mac, d.key_ip): d for d in rows}
 
@@ -269,10 +270,10 @@ def _relink_connections(session: Session, macs: set[str], loose_ips: set[str]) -
             .where(Address.mac == mac_col, Address.ip == ip_col)
             .scalar_subquery()
         )
-        for part in _chunks(sorted(macs)):
+        for part in chunks(sorted(macs)):
             session.execute(update(Connection).where(mac_col.in_(part))
                             .values({f"{side}_device_id": owner}))
-        for part in _chunks(sorted(loose_ips)):
+        for part in chunks(sorted(loose_ips)):
             session.execute(update(Connection).where(and_(mac_col == "", ip_col.in_(part)))
                             .values({f"{side}_device_id": owner}))
 
@@ -310,7 +311,7 @@ def list_devices(session: Session, sort: str = "id") -> list[Device]:
 def device_addresses(session: Session, device_ids: Iterable[int]) -> dict[int, list[Address]]:
     out: dict[int, list[Address]] = defaultdict(list)
     ids = sorted(set(device_ids))
-    for part in _chunks(ids):
+    for part in chunks(ids):
         for a in session.scalars(select(Address).where(Address.device_id.in_(part))):
             out[a.device_id].append(a)  # type: ignore[index]
     return out
