@@ -4,12 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import shutil
-import uuid
-
-import pytest
-from sqlalchemy import create_engine, text
 
 from inventory_helpers import CAPTURES, analyze, connections, devices
 
@@ -81,24 +76,6 @@ def test_damaged_file_keeps_what_was_stored(tmp_path) -> None:
     [bad] = analyze(db, junk)
     assert bad.status == "error" and "junk.pcap" in (bad.error or "")
     assert devices(db) == before
-
-
-@pytest.fixture
-def pg_url():
-    """A fresh schema on the real PostgreSQL server for one test."""
-    base = os.environ.get("TAPWATCH_TEST_PG_URL",
-                          "postgresql+psycopg://postgres:postgres@127.0.0.1:5432/test")
-    schema = f"tw_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(base)
-    try:
-        with admin.begin() as c:
-            c.execute(text(f"CREATE SCHEMA {schema}"))
-    except Exception as e:  # the server is part of `make test`; say so if it is not there
-        pytest.fail(f"PostgreSQL at {base} is not reachable ({e}); run `make postgres`")
-    yield f"{base}?options=-csearch_path%3D{schema}"
-    with admin.begin() as c:
-        c.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-    admin.dispose()
 
 
 def _comparable(rows: list[dict]) -> list[str]:

@@ -379,5 +379,8 @@ def demo(directory: str) -> None:
     click.echo(f"            tapwatch events list --db {db}       # its program download and stop")
 
 
+# -- command groups of later capabilities, each defined in its own package ---------------
+
+
 if __name__ == "__main__":
     main()

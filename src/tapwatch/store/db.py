@@ -52,18 +52,21 @@ def open_engine(db: str | None = None, *, migrate: bool = True) -> Engine:
 
 
 def upgrade(engine: Engine) -> None:
-    """Bring the schema to head (cheap when it is already there)."""
+    """Bring the schema to every head (cheap when it is already there).
+
+    Capabilities add their tables on branches of their own, so there may be several heads.
+    """
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    cfg = alembic_config(str(engine.url))
     with engine.begin() as conn:
         if inspect(conn).has_table("alembic_version"):
-            from alembic.runtime.migration import MigrationContext
-            from alembic.script import ScriptDirectory
-
-            head = ScriptDirectory.from_config(alembic_config(str(engine.url))).get_current_head()
-            if MigrationContext.configure(conn).get_current_revision() == head:
+            heads = set(ScriptDirectory.from_config(cfg).get_heads())
+            if set(MigrationContext.configure(conn).get_current_heads()) == heads:
                 return
-        cfg = alembic_config(str(engine.url))
         cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
+        command.upgrade(cfg, "heads")
 
 
 def sessions(engine: Engine) -> sessionmaker[Session]:

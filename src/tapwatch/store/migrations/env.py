@@ -3,7 +3,7 @@
 from alembic import context
 from sqlalchemy import create_engine
 
-from tapwatch.store.models import Base
+from tapwatch.store.schema import Base
 
 config = context.config
 
