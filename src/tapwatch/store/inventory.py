@@ -351,6 +351,16 @@ def device_json(device: Device, addresses: list[Address]) -> dict[str, Any]:
         "model": device.model,
         "os": device.os,
         "firmware": device.firmware,
+        "authorized": device.authorized,
+        "new": device.is_new,
+        "importance": device.importance,
+        "programming_device": device.programming_device,
+        "description": device.description,
+        "location": device.location,
+        "tags": list(device.tags or []),
+        "site": device.site,
+        "zone": device.zone,
+        "endpoint_agent": device.endpoint_agent,
         "addresses": [
             {"ip": a.ip or None, "packets_sent": a.packets_sent, "packets_received": a.packets_received}
             for a in sorted(addresses, key=lambda a: _ip_sort_key(a.ip))

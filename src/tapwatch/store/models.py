@@ -79,6 +79,17 @@ class Device(Base):
     plc_mode: Mapped[str | None] = mapped_column(String(32))
     # values a person set; identification never overwrites them
     overrides: Mapped[Any] = mapped_column(default=dict)
+    # management: what people decide about the device (detection and the console read these)
+    authorized: Mapped[bool] = mapped_column(Boolean, default=True)
+    is_new: Mapped[bool] = mapped_column(Boolean, default=False)  # first seen after learning
+    importance: Mapped[str] = mapped_column(String(8), default="normal")  # low, normal, high
+    programming_device: Mapped[bool] = mapped_column(Boolean, default=False)
+    description: Mapped[str | None] = mapped_column(String(1024))
+    location: Mapped[str | None] = mapped_column(String(255))
+    tags: Mapped[Any] = mapped_column(default=list)
+    site: Mapped[str | None] = mapped_column(String(255), index=True)
+    zone: Mapped[str | None] = mapped_column(String(255))
+    endpoint_agent: Mapped[str | None] = mapped_column(String(255))  # agent id when EDR-managed
     model: Mapped[str | None] = mapped_column(String(255))
     os: Mapped[str | None] = mapped_column(String(255))
     firmware: Mapped[str | None] = mapped_column(String(255))
