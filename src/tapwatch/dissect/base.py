@@ -135,8 +135,9 @@ class Dissector:
     tcp_all_segments: ClassVar[bool] = False
     # payload byte ranges (offset, length) that change in every message without saying
     # anything new (transaction ids, sequence numbers): ignored when the selector decides
-    # whether a payload was seen before, so a repeated poll is dissected once
-    novelty_ignore: ClassVar[tuple[tuple[int, int], ...]] = ()
+    # whether a payload was seen before, so a repeated poll is dissected once; a range
+    # (offset, length, at, value) applies only when payload[at] == value
+    novelty_ignore: ClassVar[tuple[tuple[int, ...], ...]] = ()
     # heuristic: TCP payloads on any port that start with one of these 4-byte prefixes
     tcp_prefixes: ClassVar[frozenset[bytes]] = frozenset()
 

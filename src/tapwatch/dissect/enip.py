@@ -200,8 +200,10 @@ class EtherNetIP(Dissector):
     tcp_ports = frozenset({PORT})
     udp_ports = frozenset({PORT})
     tcp_all_segments = True  # tag writes and identity reads run through the whole session
-    # the sender context changes with every request; repeats fold into counted events
-    novelty_ignore = ((12, 8),)
+    # the sender context changes with every request, and so does a connected message's
+    # sequence count (SendUnitData: 24-byte header, handle, timeout, count, connected
+    # address item, then the data item whose first 2 bytes it is); repeats fold into events
+    novelty_ignore = ((12, 8), (44, 2, 0, SEND_UNIT_DATA))
 
     def __init__(self) -> None:
         # (originator ip, port, target ip, port, sender context or sequence count) -> request

@@ -150,8 +150,11 @@ def select(start, n, ts, buf, ipproto, sport, dport, tcpflags, ethertype, l3, l3
                 for j in range(head):
                     scratch[j] = buf[po + j]
                 for r in range(MAX_IGNORED):
-                    a = masks[mask, 2 * r]
-                    b = a + masks[mask, 2 * r + 1]
+                    c = masks[mask, 4 * r + 2]  # a range may apply only when a byte says so
+                    if c >= 0 and (c >= pl or buf[po + c] != masks[mask, 4 * r + 3]):
+                        continue
+                    a = masks[mask, 4 * r]
+                    b = a + masks[mask, 4 * r + 1]
                     for j in range(a, b if b < head else head):
                         scratch[j] = 0
                 j = 0

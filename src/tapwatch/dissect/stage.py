@@ -112,12 +112,15 @@ class DissectStage:
         """Per-port index into a table of (offset, length) ranges the selector ignores."""
         tcp = np.full(65536, -1, dtype=np.int64)
         udp = np.full(65536, -1, dtype=np.int64)
-        rows = [[0] * (2 * sel.MAX_IGNORED)]
+        unused = [0, 0, -1, 0]
+        rows = [unused * sel.MAX_IGNORED]
         for d in self.dissectors:
             if not d.novelty_ignore:
                 continue
-            flat = [x for rng in d.novelty_ignore[: sel.MAX_IGNORED] for x in rng]
-            rows.append(flat + [0] * (2 * sel.MAX_IGNORED - len(flat)))
+            # (offset, length[, only when the byte at this offset, equals this value])
+            flat = [x for rng in d.novelty_ignore[: sel.MAX_IGNORED]
+                    for x in (tuple(rng) + (-1, 0))[:4]]
+            rows.append(flat + unused * (sel.MAX_IGNORED - len(flat) // 4))
             for p in d.tcp_ports:
                 tcp[p] = len(rows) - 1
             for p in d.udp_ports:
