@@ -24,6 +24,8 @@ from pathlib import Path
 
 import yaml
 
+from tapwatch import cache
+
 _SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when available
 
 log = logging.getLogger(__name__)
@@ -90,8 +92,22 @@ def clean_organization(name: str) -> str:
 
 def _load_locked() -> None:
     directory = Path(os.environ.get(ENV_DIR) or DEFAULT_DIR)
+    key = cache.key_of([cache.file_stamp(Path(__file__))]
+                       + [cache.file_stamp(directory / f) for f, _, _ in _FILES])
     tables = _Tables()
     tables.directory = directory
+    by_bits = cache.load("oui", key)
+    if isinstance(by_bits, dict):
+        tables.by_bits = by_bits
+    else:
+        _read_registries(directory, tables)
+        cache.store("oui", key, tables.by_bits)
+    tables.loaded = True
+    global _tables
+    _tables = tables
+
+
+def _read_registries(directory: Path, tables: _Tables) -> None:
     found = 0
     for filename, registry, bits in _FILES:
         path = directory / filename
@@ -117,9 +133,6 @@ def _load_locked() -> None:
     if not found:
         log.warning("no IEEE registry files (oui.csv, mam.csv, oui36.csv) in %s: MAC vendors stay "
                     "unknown (install Debian's ieee-data package or set %s)", directory, ENV_DIR)
-    tables.loaded = True
-    global _tables
-    _tables = tables
 
 
 def _ensure_loaded() -> _Tables:

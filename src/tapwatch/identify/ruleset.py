@@ -52,6 +52,7 @@ from typing import Any
 
 import yaml
 
+from tapwatch import cache
 from tapwatch.dissect.base import ATTRIBUTES
 from tapwatch.identify import taxonomy
 
@@ -89,13 +90,46 @@ class RuleError(ValueError):
 
 # ---------------------------------------------------------------- compiled form
 
+class Regex:
+    """A compiled `matches` pattern that pickles as its source and compiles again only
+    when first used, so a cached rule set loads without compiling 700 patterns."""
+
+    __slots__ = ("pattern", "flags", "_compiled")
+
+    def __init__(self, pattern: str, flags: int) -> None:
+        self.pattern, self.flags = pattern, flags
+        self._compiled: re.Pattern[str] | None = None
+
+    @property
+    def compiled(self) -> re.Pattern[str]:
+        if self._compiled is None:
+            self._compiled = re.compile(self.pattern, self.flags)
+        return self._compiled
+
+    def search(self, text: str) -> re.Match[str] | None:
+        return self.compiled.search(text)
+
+    def __getstate__(self) -> tuple[str, int]:
+        return self.pattern, self.flags
+
+    def __setstate__(self, state: tuple[str, int]) -> None:
+        self.pattern, self.flags = state
+        self._compiled = None
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Regex) and (self.pattern, self.flags) == (other.pattern, other.flags)
+
+    def __hash__(self) -> int:
+        return hash((self.pattern, self.flags))
+
+
 @dataclass(frozen=True, slots=True)
 class Condition:
     kind: str  # "test", "any", "all", "not"
     attribute: str = ""
     test: str = ""
     values: tuple[str, ...] = ()  # lower-cased unless case_sensitive
-    regex: re.Pattern[str] | None = None
+    regex: Regex | None = None
     case_sensitive: bool = False
     children: tuple[Condition, ...] = ()
     min_confidence: float = 0.0  # only values at least this confident count
@@ -247,8 +281,9 @@ def _compile_condition(raw: Any, err: Any) -> Condition:
     if test == "matches":
         if not isinstance(value, str) or not value:
             raise err(f"'matches' of {key!r} needs one regular expression")
+        regex = Regex(value, 0 if case_sensitive else re.IGNORECASE)
         try:
-            regex = re.compile(value, 0 if case_sensitive else re.IGNORECASE)
+            regex.compiled  # noqa: B018 - compiling is the check
         except re.error as exc:
             raise err(f"bad regular expression for {key!r}: {value!r}: {exc}") from None
         return Condition("test", key, "matches", (value,), regex, case_sensitive,
@@ -263,11 +298,11 @@ def _compile_condition(raw: Any, err: Any) -> Condition:
 def _regexes(conds: Iterable[Condition]) -> Iterator[re.Pattern[str]]:
     for c in conds:
         if c.regex is not None:
-            yield c.regex
+            yield c.regex.compiled
         yield from _regexes(c.children)
 
 
-def _required_literals(pattern: re.Pattern[str]) -> frozenset[str] | None:
+def _required_literals(pattern: Regex) -> frozenset[str] | None:
     """Lower-case strings one of which every match contains, or None when there is none.
 
     Used only to pick which rules to try for a device (a necessary condition), so any
@@ -574,6 +609,18 @@ def builtin_rule_files() -> list[tuple[str, str]]:
     return sorted(out)
 
 
+def _builtin_rules() -> list[Rule]:
+    """The shipped rules, compiled, from the cache when neither they nor this module changed."""
+    files = builtin_rule_files()
+    key = cache.key_of([cache.file_stamp(Path(__file__))] + [p for f in files for p in f])
+    rules = cache.load("rules", key)
+    if isinstance(rules, list):
+        return rules
+    rules = [r for name, text in files for r in parse_rules(text, f"tapwatch/identify/rules/{name}")]
+    cache.store("rules", key, rules)
+    return rules
+
+
 def load_rules(user_dir: str | Path | None = None, *, builtin: bool = True,
                use_env: bool = True) -> RuleSet:
     """The built-in rules, then the user's (TAPWATCH_RULES_DIR or `user_dir`).
@@ -585,11 +632,10 @@ def load_rules(user_dir: str | Path | None = None, *, builtin: bool = True,
     """
     ordered: dict[str, Rule] = {}
     if builtin:
-        for name, text in builtin_rule_files():
-            for rule in parse_rules(text, f"tapwatch/identify/rules/{name}"):
-                if rule.id in ordered:
-                    raise RuleError(rule.path, rule.id, f"the id is also used in {ordered[rule.id].path}")
-                ordered[rule.id] = rule
+        for rule in _builtin_rules():
+            if rule.id in ordered:
+                raise RuleError(rule.path, rule.id, f"the id is also used in {ordered[rule.id].path}")
+            ordered[rule.id] = rule
     errors: list[RuleError] = []
     if user_dir is None and use_env:
         user_dir = os.environ.get(ENV_RULES_DIR) or None
