@@ -305,26 +305,44 @@ def bench_tapwatch(
     tmpdir: str | None,
     label: str | None = None,
 ) -> ToolResult:
+    return bench_variants(capture, packets, repeat, [(label, template)], cpu, tmpdir)[0]
+
+
+def bench_variants(
+    capture: Path,
+    packets: int,
+    repeat: int,
+    variants: list[tuple[str | None, str | None]],
+    cpu: int,
+    tmpdir: str | None,
+) -> list[ToolResult]:
+    """Runs each (label, command template) `repeat` times, interleaved round by round, so
+    that a load change on a shared machine hits every variant alike and their ratio holds."""
     warm_page_cache(capture)
-    runs: list[Measurement] = []
-    db_bytes = 0
+    runs: list[list[Measurement]] = [[] for _ in variants]
+    db_bytes = [0] * len(variants)
     for i in range(repeat):
-        m, db_bytes = run_tapwatch_once(capture, template, cpu, tmpdir)
-        log(
-            f"  tapwatch run {i + 1}/{repeat}: {m.seconds:.2f} s, "
-            f"peak RSS {m.peak_rss_kib * 1024 / 1e6:.0f} MB"
+        for v, (label, template) in enumerate(variants):
+            m, db_bytes[v] = run_tapwatch_once(capture, template, cpu, tmpdir)
+            name = (label or "tapwatch").strip()
+            log(
+                f"  {name} run {i + 1}/{repeat}: {m.seconds:.2f} s, "
+                f"peak RSS {m.peak_rss_kib * 1024 / 1e6:.0f} MB"
+            )
+            runs[v].append(m)
+    return [
+        ToolResult(
+            name="tapwatch",
+            label=label or ("tapwatch analyze" if template is None else "--tapwatch-cmd"),
+            input=display_path(capture),
+            packets=packets,
+            on_slice=False,
+            runs_seconds=[m.seconds for m in runs[v]],
+            peak_rss_kib=max(m.peak_rss_kib for m in runs[v]),
+            details={"command": shlex.join(runs[v][0].command), "db_bytes": db_bytes[v]},
         )
-        runs.append(m)
-    return ToolResult(
-        name="tapwatch",
-        label=label or ("tapwatch analyze" if template is None else "--tapwatch-cmd"),
-        input=display_path(capture),
-        packets=packets,
-        on_slice=False,
-        runs_seconds=[m.seconds for m in runs],
-        peak_rss_kib=max(m.peak_rss_kib for m in runs),
-        details={"command": shlex.join(runs[0].command), "db_bytes": db_bytes},
-    )
+        for v, (label, template) in enumerate(variants)
+    ]
 
 
 # --------------------------------------------------------------------------- peers
@@ -714,21 +732,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     packets = packet_count(capture)
     log(f"capture {display_path(capture)}: {capture.stat().st_size:,} bytes, {packets:,} packets")
 
-    log(f"tapwatch on the 1x capture, {args.repeat} run(s) ...")
-    tapwatch = bench_tapwatch(
-        capture, packets, args.repeat, args.tapwatch_cmd, args.cpu, args.tmpdir
-    )
-
-    baseline: ToolResult | None = None
+    variants: list[tuple[str | None, str | None]] = [(None, args.tapwatch_cmd)]
     if args.tapwatch_cmd is None and not args.skip_baseline:
-        log(f"tapwatch --no-dissect (inventory only) on the 1x capture, {args.repeat} run(s) ...")
         no_dissect = shlex.join(
             default_tapwatch() + shlex.split(DEFAULT_TAPWATCH_TEMPLATE) + ["--no-dissect"]
         )
-        baseline = bench_tapwatch(
-            capture, packets, args.repeat, no_dissect, args.cpu, args.tmpdir,
-            label="  --no-dissect",
-        )
+        variants.append(("  --no-dissect", no_dissect))
+    log(f"tapwatch on the 1x capture, {args.repeat} interleaved round(s) of "
+        f"{' and '.join((lb or 'tapwatch analyze').strip() for lb, _ in variants)} ...")
+    measured = bench_variants(capture, packets, args.repeat, variants, args.cpu, args.tmpdir)
+    tapwatch = measured[0]
+    baseline: ToolResult | None = measured[1] if len(measured) > 1 else None
 
     peers: list[ToolResult] = []
     peer_errors: dict[str, str] = {}

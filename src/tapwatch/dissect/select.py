@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit
+from numpy.lib.stride_tricks import as_strided
 
 SEEN_SLOTS = 1 << 17
 FLOW_SLOTS = 1 << 16
@@ -18,6 +19,7 @@ TCP_SEGMENTS_PER_DIRECTION = 4
 HASH_BYTES = 1024  # a payload's identity: its length, first 1024 bytes and last 8 bytes
 MAX_IGNORED = 4  # byte ranges a dissector may exclude from that identity…
 MASKED_BYTES = 64  # …within the first bytes of the payload
+MASKED_WORDS = MASKED_BYTES // 8
 
 
 @njit(cache=True, inline="always")
@@ -26,32 +28,38 @@ def _mix(h, k):
     return h ^ ((h >> 31) & np.int64(0x1FFFFFFFF))
 
 
+# a seen-set slot: payload hash, repeats since it was first seen, time of the last repeat
+# (one row per slot, so a probe touches one cache line, not three arrays)
+HASH, HITS, LAST = 0, 1, 2
+SEEN_COLUMNS = 4
+
+
 @njit(cache=True, inline="always")
-def _remember(table, hits, last, used, h, ts):
+def _remember(seen, used, h, ts):
     """Insert h into an open-addressing set; True when it was not there yet. A repeat is
-    counted in `hits` with its time in `last`, so folded duplicates keep their count."""
-    mask = table.shape[0] - 1
+    counted with its time, so folded duplicates keep their count."""
+    mask = seen.shape[0] - 1
     s = h & mask
-    while table[s] != 0:
-        if table[s] == h:
-            hits[s] += 1
-            last[s] = ts
+    while seen[s, 0] != 0:
+        if seen[s, 0] == h:
+            seen[s, 1] += 1
+            seen[s, 2] = ts
             return False
         s = (s + 1) & mask
-    table[s] = h
-    hits[s] = 0
-    last[s] = ts
+    seen[s, 0] = h
+    seen[s, 1] = 0
+    seen[s, 2] = ts
     used[0] += 1
     return True
 
 
 @njit(cache=True)
-def lookup(table, h):
+def lookup(seen, h):
     """Slot of h in the seen set, or -1."""
-    mask = table.shape[0] - 1
+    mask = seen.shape[0] - 1
     s = h & mask
-    while table[s] != 0:
-        if table[s] == h:
+    while seen[s, 0] != 0:
+        if seen[s, 0] == h:
             return s
         s = (s + 1) & mask
     return -1
@@ -86,11 +94,60 @@ def _has_prefix(buf, po, prefixes):
     return False
 
 
+def word_view(buf: np.ndarray) -> np.ndarray:
+    """buf as overlapping little-endian int64 words, one starting at every byte: element p
+    is bytes p..p+7. The selector reads payload words with one load each, at any offset."""
+    whole = buf[: len(buf) // 8 * 8].view(np.int64) if len(buf) >= 8 else np.zeros(1, np.int64)
+    return as_strided(whole, shape=(max(len(buf) - 7, 0),), strides=(1,), writeable=False)
+
+
+@njit(cache=True, inline="always")
+def _payload_hash(words64, buf, po, pl, h, keep):
+    """Hash of a payload's first HASH_BYTES and last 8 bytes, with the bytes cleared in
+    `keep` (one 64-bit mask per word of the first MASKED_BYTES) left out. Four lanes
+    run side by side so the multiplies overlap instead of waiting on each other."""
+    hn = pl if pl < HASH_BYTES else HASH_BYTES
+    words = hn >> 3
+    a = h
+    b = h ^ np.int64(0x243F6A8885A308D3)
+    c = h ^ np.int64(0x13198A2E03707344)
+    d = h ^ np.int64(0x299F31D0082EFA98)
+    k = 0
+    while k + 4 <= words:
+        p = po + 8 * k
+        if k < MASKED_WORDS:
+            a = _mix(a, words64[p] & keep[k])
+            b = _mix(b, words64[p + 8] & keep[k + 1])
+            c = _mix(c, words64[p + 16] & keep[k + 2])
+            d = _mix(d, words64[p + 24] & keep[k + 3])
+        else:
+            a = _mix(a, words64[p])
+            b = _mix(b, words64[p + 8])
+            c = _mix(c, words64[p + 16])
+            d = _mix(d, words64[p + 24])
+        k += 4
+    while k < words:
+        w = words64[po + 8 * k]
+        a = _mix(a, w & keep[k] if k < MASKED_WORDS else w)
+        k += 1
+    rest = hn - 8 * words
+    if rest:  # the last partial word, little-endian like the others
+        w = np.int64(0)
+        for j in range(rest):
+            w |= np.int64(buf[po + 8 * words + j]) << (8 * j)
+        if words < MASKED_WORDS:
+            w &= keep[words]
+        b = _mix(b, w)
+    if pl > HASH_BYTES:
+        c = _mix(c, words64[po + pl - 8])
+    return _mix(_mix(_mix(a, b), c), d)
+
+
 @njit(cache=True)
-def select(start, n, ts, buf, ipproto, sport, dport, tcpflags, ethertype, l3, l3id, pay_off, pay_len,
+def select(start, n, ts, buf, words64, ipproto, sport, dport, tcpflags, ethertype, l3, l3id, pay_off, pay_len,
            l3_off, smac, dmac, shi, slo, dhi, dlo, tcp_int, tcp_all, udp_int, eth_int, proto_int,
-           want_syn, prefixes, tcp_mask, udp_mask, masks, scratch, seen, seen_hits, seen_last,
-           seen_used, flow_keys, flow_counts, flow_used, out, out_hash):
+           want_syn, prefixes, tcp_mask, udp_mask, masks, keep, no_mask, seen, seen_used,
+           flow_keys, flow_counts, flow_used, out, out_hash):
     """Indices of rows [start, n) to dissect, written to `out` with their payload hashes.
 
     Returns (selected, next row): it stops early when the seen set is half full, so the
@@ -143,46 +200,24 @@ def select(start, n, ts, buf, ipproto, sport, dport, tcpflags, ethertype, l3, l3
                 mask = tcp_mask[dport[i]] if tcp_mask[dport[i]] >= 0 else tcp_mask[sport[i]]
             elif proto == 17:
                 mask = udp_mask[dport[i]] if udp_mask[dport[i]] >= 0 else udp_mask[sport[i]]
-            hn = pl if pl < HASH_BYTES else HASH_BYTES
-            head = 0  # bytes hashed from the blanked copy
+            masked = False
             if mask >= 0:  # blank what changes in every message (transaction ids, sequences)
-                head = hn if hn < MASKED_BYTES else MASKED_BYTES
-                for j in range(head):
-                    scratch[j] = buf[po + j]
                 for r in range(MAX_IGNORED):
                     c = masks[mask, 4 * r + 2]  # a range may apply only when a byte says so
                     if c >= 0 and (c >= pl or buf[po + c] != masks[mask, 4 * r + 3]):
                         continue
                     a = masks[mask, 4 * r]
-                    b = a + masks[mask, 4 * r + 1]
-                    for j in range(a, b if b < head else head):
-                        scratch[j] = 0
-                j = 0
-                while j + 8 <= head:
-                    w = np.int64(0)
-                    for k in range(8):
-                        w = (w << 8) | scratch[j + k]
-                    h = _mix(h, w)
-                    j += 8
-                while j < head:
-                    h = _mix(h, np.int64(scratch[j]))
-                    j += 1
-            j = po + head
-            words = (hn - head) >> 3
-            if words:  # whole 8-byte words straight from the buffer
-                view = buf[j : j + 8 * words].view(np.int64)
-                for k in range(words):
-                    h = _mix(h, view[k])
-                j += 8 * words
-            while j < po + hn:
-                h = _mix(h, np.int64(buf[j]))
-                j += 1
-            if pl > HASH_BYTES:
-                for j in range(po + pl - 8, po + pl):
-                    h = _mix(h, np.int64(buf[j]))
+                    b = min(a + masks[mask, 4 * r + 1], MASKED_BYTES)
+                    if not masked:
+                        for j in range(MASKED_WORDS):
+                            keep[j] = -1
+                        masked = True
+                    for j in range(a, b):
+                        keep[j >> 3] &= ~(np.int64(0xFF) << ((j & 7) * 8))
+            h = _payload_hash(words64, buf, po, pl, h, keep if masked else no_mask)
         if h == 0:
             h = 1
-        if _remember(seen, seen_hits, seen_last, seen_used, h, ts[i]):
+        if _remember(seen, seen_used, h, ts[i]):
             out[m] = i
             out_hash[m] = h
             m += 1

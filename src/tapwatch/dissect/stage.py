@@ -93,10 +93,11 @@ class DissectStage:
         prefixes = np.array([int.from_bytes(p, "big") for p in self.by_prefix], dtype=np.int64)
         self.tables = (tcp, tcp_all, udp, eth, proto, bool(self.syn), prefixes,
                        *self._novelty_masks())
-        self.scratch = np.zeros(sel.MASKED_BYTES, dtype=np.uint8)
-        self.seen = np.zeros(sel.SEEN_SLOTS, dtype=np.int64)
-        self.seen_hits = np.zeros(sel.SEEN_SLOTS, dtype=np.int64)
-        self.seen_last = np.zeros(sel.SEEN_SLOTS, dtype=np.int64)
+        self.keep = np.zeros(sel.MASKED_WORDS, dtype=np.int64)  # the selector's byte masks
+        self.no_mask = np.full(sel.MASKED_WORDS, -1, dtype=np.int64)
+        self._words_of: np.ndarray | None = None  # the chunk buffer _words views
+        self._words = np.zeros(0, dtype=np.int64)
+        self.seen = np.zeros((sel.SEEN_SLOTS, sel.SEEN_COLUMNS), dtype=np.int64)
         self.out_hash = np.empty(0, dtype=np.int64)
         self._pending: dict[int, list[EventRecord]] = {}  # payload hash -> its events
         self.flow_keys = np.zeros(sel.FLOW_SLOTS, dtype=np.int64)
@@ -133,13 +134,15 @@ class DissectStage:
         if self.out.shape[0] < rows.n:
             self.out = np.empty(rows.capacity, dtype=np.int64)
             self.out_hash = np.empty(rows.capacity, dtype=np.int64)
+        if self._words_of is not chunk.buf:
+            self._words_of, self._words = chunk.buf, sel.word_view(chunk.buf)
         i = 0
         while i < rows.n:
             m, i = sel.select(
-                i, rows.n, rows.ts, chunk.buf, rows.ipproto, rows.sport, rows.dport,
+                i, rows.n, rows.ts, chunk.buf, self._words, rows.ipproto, rows.sport, rows.dport,
                 rows.tcpflags, rows.ethertype, rows.l3, rows.l3id, rows.pay_off, rows.pay_len,
                 rows.l3_off, rows.smac, rows.dmac, rows.shi, rows.slo, rows.dhi, rows.dlo, *self.tables,
-                self.scratch, self.seen, self.seen_hits, self.seen_last, self.used[0:1],
+                self.keep, self.no_mask, self.seen, self.used[0:1],
                 self.flow_keys, self.flow_counts, self.used[1:2], self.out, self.out_hash,
             )
             if m:
@@ -153,11 +156,11 @@ class DissectStage:
         """Credit each event with the repeats of its payload folded by the selector."""
         for h, events in self._pending.items():
             slot = sel.lookup(self.seen, h)
-            if slot >= 0 and self.seen_hits[slot]:
+            if slot >= 0 and self.seen[slot, sel.HITS]:
                 for e in events:
-                    e.count += int(self.seen_hits[slot])
-                    e.last_ns = max(e.last_ns, int(self.seen_last[slot]))
-                self.seen_hits[slot] = 0
+                    e.count += int(self.seen[slot, sel.HITS])
+                    e.last_ns = max(e.last_ns, int(self.seen[slot, sel.LAST]))
+                self.seen[slot, sel.HITS] = 0
         self._pending.clear()
 
     def _mac(self, v: int) -> str:
