@@ -10,6 +10,7 @@ command -v editcap >/dev/null || need+=(wireshark-common)
 command -v pg_ctlcluster >/dev/null || need+=(postgresql)
 [ -f /usr/share/ieee-data/oui.csv ] || need+=(ieee-data)   # MAC vendor registry (identification)
 [ -f /etc/p0f/p0f.fp ] || need+=(p0f)                      # TCP SYN signatures (identification)
+[ -x /usr/bin/chromium ] || need+=(chromium)               # browser tests of the console (Playwright)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "missing system packages: ${need[*]} (run as root or install them)" >&2

@@ -381,6 +381,20 @@ def demo(directory: str) -> None:
 
 # -- command groups of later capabilities, each defined in its own package ---------------
 
+from tapwatch.console.commands import retention, serve, support, users  # noqa: E402
+
+main.add_command(serve)
+main.add_command(users)
+main.add_command(retention)
+main.add_command(support)
+
+from tapwatch.vulns.commands import recommendations_group, report_group, risk_command, vulns  # noqa: E402
+
+main.add_command(vulns)
+main.add_command(recommendations_group)
+main.add_command(risk_command)
+main.add_command(report_group)
+
 
 if __name__ == "__main__":
     main()

@@ -1,0 +1,11 @@
+"""The REST API under /api/v1: one module per resource, each route declaring its permission."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from tapwatch.console.api import alerts, audit, connections, devices, events, settings, users
+
+router = APIRouter(prefix="/api/v1")
+for module in (devices, connections, events, alerts, audit, users, settings):
+    router.include_router(module.router)

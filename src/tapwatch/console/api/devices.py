@@ -1,0 +1,191 @@
+"""Devices: list (filter, sort, page), CSV export, get, edit, authorize, delete, merge."""
+
+# ruff: noqa: B008  (FastAPI declares parameters with Depends/Query/Form defaults)
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+
+from tapwatch.console import queries, rbac
+from tapwatch.console.rbac import Principal, require
+from tapwatch.console.web import actor, tx
+from tapwatch.store import device_admin, evidence, inventory
+from tapwatch.store.models import Device
+
+router = APIRouter(tags=["devices"])
+
+CSV_COLUMNS = ("id", "ip", "mac", "name", "type", "class", "vendor", "model", "os", "firmware",
+               "purdue_level", "authorized", "new", "importance", "programming_device", "site",
+               "zone", "location", "description", "tags", "protocols", "packets_sent",
+               "packets_received", "first_seen", "last_seen")
+
+
+class FilterParams(BaseModel):
+    """The inventory filters (see tapwatch.console.queries.DeviceFilter)."""
+
+    q: str | None = Field(None, max_length=255, description="free text: name, IP, MAC, vendor, model, OS")
+    type: str | None = Field(None, max_length=64)
+    class_: str | None = Field(None, alias="class", description="IT, IoT, OT or none")
+    vendor: str | None = Field(None, max_length=255)
+    site: str | None = Field(None, max_length=255)
+    zone: str | None = Field(None, max_length=255)
+    authorized: str | None = Field(None, description="true or false")
+    new: str | None = Field(None, description="true or false")
+    seen_after: str | None = Field(None, description="last activity on or after (ISO date/time)")
+    seen_before: str | None = Field(None, description="last activity before (ISO date/time)")
+
+    def to_filter(self) -> queries.DeviceFilter:
+        raw = self.model_dump(by_alias=True)
+        return queries.make_filter(raw)
+
+
+def rows_json(session: Any, devices: list[Device]) -> list[dict[str, Any]]:
+    addresses = inventory.device_addresses(session, [d.id for d in devices])
+    return [inventory.device_json(d, addresses.get(d.id, [])) for d in devices]
+
+
+@router.get("/devices")
+def list_devices(
+    request: Request,
+    filters: Annotated[FilterParams, Query()],
+    sort: str = "id",
+    order: str = "asc",
+    page: int = Query(1, ge=1, le=1_000_000),
+    page_size: int = Query(50, ge=1, le=queries.MAX_PAGE_SIZE),
+    _: Principal = Depends(require(rbac.INVENTORY_READ)),
+) -> dict[str, Any]:
+    """Devices matching the filters, one page at a time."""
+    with tx(request) as s:
+        total, devices = queries.page_devices(s, filters.to_filter(), sort, order, page, page_size)
+        return {"total": total, "page": page, "page_size": page_size, "devices": rows_json(s, devices)}
+
+
+@router.get("/devices/export.csv", response_class=Response)
+def export_csv(
+    request: Request,
+    filters: Annotated[FilterParams, Query()],
+    sort: str = "id",
+    order: str = "asc",
+    _: Principal = Depends(require(rbac.INVENTORY_READ)),
+) -> Response:
+    """The filtered view as CSV, at most 30,000 rows (X-Total-Count tells how many matched)."""
+    with tx(request) as s:
+        total, devices = queries.export_devices(s, filters.to_filter(), sort, order)
+        rows = rows_json(s, devices)
+    return Response(csv_text(rows), media_type="text/csv; charset=utf-8", headers={
+        "Content-Disposition": 'attachment; filename="tapwatch-devices.csv"',
+        "X-Total-Count": str(total), "X-Truncated": "true" if total > len(rows) else "false"})
+
+
+def csv_text(rows: list[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    out = csv.writer(buf)
+    out.writerow(CSV_COLUMNS)
+    for r in rows:
+        out.writerow([_cell(r[c]) for c in CSV_COLUMNS])
+    return buf.getvalue()
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, list):
+        value = " ".join(map(str, value))
+    text = "" if value is None else str(value)
+    # a cell a spreadsheet would run as a formula is quoted as text
+    return "'" + text if text[:1] in ("=", "+", "-", "@") and not _number(text) else text
+
+
+def _number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def device_detail(s: Any, device_id: int) -> dict[str, Any]:
+    device = s.get(Device, device_id)
+    if device is None:
+        raise HTTPException(404, f"no device with id {device_id}")
+    row = inventory.device_json(device, inventory.device_addresses(s, [device_id]).get(device_id, []))
+    row["overrides"] = dict(device.overrides or {})
+    facts = evidence.facts_of_devices(s, [device_id]).get(device_id, [])
+    row["facts"] = [evidence.fact_json(f) for f in facts]
+    row["protocol_errors"] = [{"protocol": e.protocol, "count": e.count, "last_reason": e.last_reason}
+                              for e in evidence.errors_of_devices(s, [device_id]).get(device_id, [])]
+    return row
+
+
+@router.get("/devices/{device_id}")
+def get_device(request: Request, device_id: int,
+               _: Principal = Depends(require(rbac.INVENTORY_READ))) -> dict[str, Any]:
+    """One device with its evidence (facts) and protocol errors."""
+    with tx(request) as s:
+        return device_detail(s, device_id)
+
+
+@router.patch("/devices/{device_id}")
+def edit_device(request: Request, device_id: int,
+                changes: Annotated[dict[str, Any], Body(examples=[{"name": "Line 3 PLC", "tags": ["l3"]}])],
+                who: Principal = Depends(require(rbac.DEVICES_WRITE))) -> dict[str, Any]:
+    """Edit a device. Identity fields set to null go back to what identification says."""
+    with tx(request) as s:
+        diff = device_admin.edit_device(s, device_id, changes, actor(who))
+        return {"changed": diff, "device": device_detail(s, device_id)}
+
+
+class BulkEdit(BaseModel):
+    ids: list[int] = Field(min_length=1, max_length=1000)
+    changes: dict[str, Any]
+
+
+@router.post("/devices/bulk-edit")
+def bulk_edit(request: Request, body: BulkEdit,
+              who: Principal = Depends(require(rbac.DEVICES_WRITE))) -> dict[str, Any]:
+    """The same change on many devices."""
+    with tx(request) as s:
+        result = device_admin.edit_devices(s, body.ids, body.changes, actor(who))
+    return {"edited": len(result)}
+
+
+class Authorize(BaseModel):
+    ids: list[int] = Field(min_length=1, max_length=1000)
+    authorized: bool = True
+
+
+@router.post("/devices/authorize")
+def authorize(request: Request, body: Authorize,
+              who: Principal = Depends(require(rbac.DEVICES_AUTHORIZE))) -> dict[str, Any]:
+    """Authorize (or un-authorize) devices: the device edit analysts may make."""
+    with tx(request) as s:
+        n = device_admin.set_authorized(s, body.ids, body.authorized, actor(who))
+    return {"edited": n, "authorized": body.authorized}
+
+
+@router.delete("/devices/{device_id}")
+def delete_device(request: Request, device_id: int,
+                  reason: str = Query(..., min_length=3, max_length=500),
+                  who: Principal = Depends(require(rbac.DEVICES_WRITE))) -> dict[str, Any]:
+    """Delete a device; the reason goes to the audit log."""
+    with tx(request) as s:
+        device_admin.delete_devices(s, [device_id], reason, actor(who))
+    return {"deleted": [device_id]}
+
+
+class Merge(BaseModel):
+    ids: list[int] = Field(min_length=device_admin.MERGE_MIN, max_length=device_admin.MERGE_MAX)
+    survivor: int | None = None
+
+
+@router.post("/devices/merge")
+def merge(request: Request, body: Merge,
+          who: Principal = Depends(require(rbac.DEVICES_WRITE))) -> dict[str, Any]:
+    """Merge 2-10 devices into one (the survivor, else the first id)."""
+    with tx(request) as s:
+        keep = device_admin.merge_devices(s, body.ids, actor(who), body.survivor)
+        return {"device": device_detail(s, keep.id), "merged": [i for i in body.ids if i != keep.id]}

@@ -1,0 +1,1 @@
+"""Vulnerabilities, recommendations and risk, from feeds imported as files (no internet needed)."""
