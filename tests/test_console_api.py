@@ -9,6 +9,7 @@ import zipfile
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from alembic.script import ScriptDirectory
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
 from sqlalchemy import select
@@ -20,7 +21,7 @@ from tapwatch.console import auth
 from tapwatch.console.app import create_app
 from tapwatch.store.alert_models import Alert
 from tapwatch.store.console_models import AuditEntry
-from tapwatch.store.db import open_engine, sessions
+from tapwatch.store.db import alembic_config, open_engine, sessions
 from tapwatch.store.identity import refresh_identity
 from tapwatch.store.models import Address, Connection, Device, Event
 
@@ -52,10 +53,10 @@ def env(tmp_path_factory):  # type: ignore[no-untyped-def]
             user = auth.add_user(s, role.replace("_", "-"), "correct horse battery", role, "test")
             tokens[role] = auth.issue_token(s, user, "test", "test")
         plc = s.scalar(select(Device).where(Device.ip == "172.17.0.2"))
-        add_alert(s, key="a1", dst_device_id=plc.id, dst_ip=plc.ip)
-        add_alert(s, key="a2", severity="low", title="New device")
+        added = [add_alert(s, key="a1", dst_device_id=plc.id, dst_ip=plc.ip).id,
+                 add_alert(s, key="a2", severity="low", title="New device").id]
     client = TestClient(create_app(engine))
-    yield {"db": db, "engine": engine, "client": client, "tokens": tokens}
+    yield {"db": db, "engine": engine, "client": client, "tokens": tokens, "alerts": added}
     engine.dispose()
 
 
@@ -231,8 +232,8 @@ def test_delete_needs_a_reason_and_is_audited(env) -> None:  # type: ignore[no-u
 def test_alert_status_change(env) -> None:  # type: ignore[no-untyped-def]
     c = env["client"]
     alerts = c.get("/api/v1/alerts?status=open", headers=h(env, "security_reader")).json()["alerts"]
-    ids = [a["id"] for a in alerts]
-    assert len(ids) == 2
+    ids = env["alerts"]  # the analysis may raise alerts of its own; these two the test added
+    assert set(ids) <= {a["id"] for a in alerts}
     assert c.post("/api/v1/alerts/status", headers=h(env, "security_reader"),
                   json={"ids": ids, "status": "closed"}).status_code == 403
     r = c.post("/api/v1/alerts/status", headers=h(env, "security_analyst"),
@@ -240,7 +241,8 @@ def test_alert_status_change(env) -> None:  # type: ignore[no-untyped-def]
     assert r.status_code == 200 and sorted(r.json()["changed"]) == sorted(ids)
     got = c.get(f"/api/v1/alerts/{ids[0]}", headers=h(env, "security_reader")).json()
     assert got["status"] == "closed" and got["closed_reason"] == "manual" and got["closed_at"]
-    assert c.get("/api/v1/alerts?status=open", headers=h(env, "security_reader")).json()["total"] == 0
+    still_open = c.get("/api/v1/alerts?status=open", headers=h(env, "security_reader")).json()["alerts"]
+    assert not set(ids) & {a["id"] for a in still_open}
     entries = c.get("/api/v1/audit?action=alert.status", headers=h(env, "owner")).json()["entries"]
     assert {e["target_id"] for e in entries} == {str(i) for i in ids}
     assert c.post("/api/v1/alerts/status", headers=h(env, "security_analyst"),
@@ -393,6 +395,7 @@ def test_retention_purges_old_devices_and_closed_alerts(tmp_path) -> None:  # ty
         recent_closed = add_alert(s, key="d", status="closed", closed_at=datetime(2025, 6, 1))
         still_open = add_alert(s, key="e")
         ids = closed.id, recent_closed.id, still_open.id
+        alerts_before = set(s.scalars(select(Alert.id)))  # the analysis may have raised some too
     assert old and young
     clock.set_clock(lambda: datetime(2025, 7, 1, tzinfo=UTC))
     try:
@@ -403,7 +406,7 @@ def test_retention_purges_old_devices_and_closed_alerts(tmp_path) -> None:  # ty
     assert f"purged {len(old)} devices" in r.output and "1 closed alerts" in r.output
     with sessions(engine)() as s:
         assert sorted(s.scalars(select(Device.id))) == sorted(young)
-        assert sorted(s.scalars(select(Alert.id))) == sorted(ids[1:])
+        assert set(s.scalars(select(Alert.id))) == alerts_before - {ids[0]}
         assert not s.scalar(select(Address.id).where(Address.device_id.in_(old)))
         entry = s.scalars(select(AuditEntry).where(AuditEntry.action == "retention.purge")).one()
         assert entry.actor == "cli" and entry.details["devices"] == len(old)
@@ -434,7 +437,8 @@ def test_support_bundle(env, tmp_path) -> None:  # type: ignore[no-untyped-def]
         assert {"versions.json", "settings.json", "database.json", "logs/console.log"} <= names
         stats = json.loads(z.read("database.json"))
         assert stats["tables"]["devices"] > 0 and stats["tables"]["console_users"] >= 4
-        assert "0009c" in json.loads(z.read("versions.json"))["schema_heads"]
+        heads = ScriptDirectory.from_config(alembic_config(str(env["engine"].url))).get_heads()
+        assert sorted(json.loads(z.read("versions.json"))["schema_heads"]) == sorted(heads)
         assert "SECRET" not in z.read("logs/console.log").decode()
         everything = b"".join(z.read(n) for n in names)
     for token in env["tokens"].values():

@@ -12,9 +12,11 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import Engine
+import numpy as np
+from sqlalchemy import Engine, select
 
 from tapwatch.capture import (
     CaptureError,
@@ -24,12 +26,16 @@ from tapwatch.capture import (
     linktypes,
 )
 from tapwatch.capture.reader import content_prefilter
-from tapwatch.decode import Decoder, kernel
-from tapwatch.decode.aggregate import Aggregator, fill_missing_macs
+from tapwatch.decode import Decoder, kernel, protocols
+from tapwatch.decode.aggregate import Aggregator, ConnectionRecord, fill_missing_macs
+from tapwatch.decode.devices import ip_str, mac_str
+from tapwatch.detect import Conn, DetectStats, RunInputs, detect
 from tapwatch.dissect.stage import DissectStage
 from tapwatch.store import evidence, inventory
 from tapwatch.store.db import sessions
 from tapwatch.store.identity import refresh_identity
+from tapwatch.store.inventory import ns_to_dt
+from tapwatch.store.models import Device
 
 Progress = Callable[[str, int, int], None]  # (path, bytes read, packets so far)
 
@@ -44,6 +50,7 @@ class FileResult:
     error: str | None = None
     events: int = 0
     stats: inventory.IngestStats = field(default_factory=inventory.IngestStats)
+    detection: DetectStats | None = None
 
 
 @dataclass
@@ -65,17 +72,24 @@ class RunSummary:
     def total(self, attr: str) -> int:
         return sum(getattr(f.stats, attr) for f in self.files)
 
+    def alerts(self, attr: str = "raised") -> int:
+        return sum(getattr(f.detection, attr) for f in self.files if f.detection)
+
 
 class Analyzer:
     """Analyzes capture files into the inventory database behind `engine`."""
 
     def __init__(self, engine: Engine, sensor: str | None = None,
-                 progress: Progress | None = None, dissect: bool = True) -> None:
+                 progress: Progress | None = None, dissect: bool = True, detect: bool = True,
+                 learn_for: timedelta | None = None, no_learn: bool = False) -> None:
         self.engine = engine
         self.sessions = sessions(engine)
         self.sensor = sensor or socket.gethostname()
         self.progress = progress
         self.dissect = dissect
+        self.detect = detect and dissect  # the engines read the dissectors' signals
+        self.learn_for = learn_for
+        self.no_learn = no_learn
 
     def run(self, paths: Iterable[str | Path]) -> RunSummary:
         summary = RunSummary()
@@ -115,6 +129,7 @@ class Analyzer:
         skipped: Counter[tuple[int, int]] = Counter()  # (status, link type) -> packets
         first_ns: int | None = None
         last_ns: int | None = None
+        gap = Silence()
         for chunk in reader.chunks():
             for rows in decoder.batches(chunk):
                 agg.update(rows)
@@ -127,6 +142,7 @@ class Analyzer:
                 for st, lt in zip(status[bad].tolist(), chunk.linktype[bad].tolist(), strict=True):
                     skipped[(st, lt)] += 1
             if n:
+                gap.update(chunk.ts[:n])
                 lo, hi = int(chunk.ts.min()), int(chunk.ts.max())
                 first_ns = lo if first_ns is None else min(first_ns, lo)
                 last_ns = hi if last_ns is None else max(last_ns, hi)
@@ -151,7 +167,53 @@ class Analyzer:
                 touched = evidence.merge_facts(s, stage.results)
                 result.events = evidence.store_events(s, stage.results, file_id)
                 s.flush()
-                refresh_identity(s, result.stats.device_ids | evidence.device_ids_of(s, touched))
+                ids = result.stats.device_ids | evidence.device_ids_of(s, touched)
+                devices = [d for part in inventory.chunks(sorted(ids))
+                           for d in s.scalars(select(Device).where(Device.id.in_(part)))] \
+                    if self.detect else []
+                firmware = {d.id: d.firmware for d in devices}  # before identification runs
+                refresh_identity(s, ids)
+                if self.detect and first_ns is not None and last_ns is not None:
+                    s.flush()
+                    result.detection = detect(s, RunInputs(
+                        sensor=self.sensor, file_id=file_id, first=ns_to_dt(first_ns),
+                        last=ns_to_dt(last_ns), connections=[_conn(c) for c in connections],
+                        events=stage.results.events, signals=stage.results.signals,
+                        errors=stage.results.errors, new_devices=result.stats.new_devices,
+                        devices=devices,
+                        firmware_before=firmware, gap=gap.longest(),
+                    ), learn_for=self.learn_for, no_learn=self.no_learn)
+
+
+class Silence:
+    """The longest gap between consecutive packets (capture time), across chunks."""
+
+    def __init__(self) -> None:
+        self.prev: int | None = None
+        self.best = (0, 0, 0)  # (length, start, end) in ns
+
+    def update(self, ts: np.ndarray) -> None:
+        if self.prev is not None:
+            ts = np.concatenate(([self.prev], ts))
+        if len(ts) > 1:
+            d = np.diff(ts)
+            i = int(d.argmax())
+            if int(d[i]) > self.best[0]:
+                self.best = (int(d[i]), int(ts[i]), int(ts[i + 1]))
+        self.prev = int(ts[-1])
+
+    def longest(self) -> tuple[datetime, datetime] | None:
+        return (ns_to_dt(self.best[1]), ns_to_dt(self.best[2])) if self.best[0] else None
+
+
+def _conn(c: ConnectionRecord) -> Conn:
+    return Conn(
+        client=(mac_str(c.client_mac) or None, ip_str(c.client_hi, c.client_lo) or None),
+        server=(mac_str(c.server_mac) or None, ip_str(c.server_hi, c.server_lo) or None),
+        transport=inventory.TRANSPORTS.get(c.ipproto, f"ip-{c.ipproto}"), port=c.server_port,
+        protocol=protocols.NAMES[c.app], first=ns_to_dt(c.first_ns), last=ns_to_dt(c.last_ns),
+        bytes=c.bytes_c2s + c.bytes_s2c, packets=c.packets_c2s + c.packets_s2c,
+    )
 
 
 def _skip_warnings(path: str, skipped: Counter[tuple[int, int]]) -> list[CaptureWarning]:

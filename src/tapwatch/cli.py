@@ -6,6 +6,7 @@ import csv
 import json
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -54,11 +55,20 @@ def main() -> None:
 @click.option("--sensor", default=None, help="Sensor name recorded on devices (default: host name).")
 @click.option("--quiet", "-q", is_flag=True, help="Only print the summary.")
 @click.option("--no-dissect", is_flag=True,
-              help="Inventory only: skip protocol dissectors and identification.")
+              help="Inventory only: skip protocol dissectors, identification and detection.")
+@click.option("--no-detect", is_flag=True, help="Skip the learning baseline and the alert engines.")
+@click.option("--learn-for", "learn_for", metavar="DURATION", default=None,
+              help="Learn the baseline for this long from the first packet (e.g. 30m, 12h, 14d), "
+                   "then raise alerts. Default: 14 days, or until 3 quiet days.")
+@click.option("--no-learn", is_flag=True, help="Monitor from the first packet (every device is new).")
 def analyze(paths: tuple[str, ...], db: str | None, sensor: str | None, quiet: bool,
-            no_dissect: bool) -> None:
+            no_dissect: bool, no_detect: bool, learn_for: str | None, no_learn: bool) -> None:
     """Analyze capture files (pcap, pcapng, gzip; directories recursively) into the inventory."""
-    summary = run_analysis(paths, db, sensor, quiet, dissect=not no_dissect)
+    if learn_for and no_learn:
+        fail("--learn-for and --no-learn contradict each other")
+    summary = run_analysis(paths, db, sensor, quiet, dissect=not no_dissect, detect=not no_detect,
+                           learn_for=parse_duration(learn_for) if learn_for else None,
+                           no_learn=no_learn)
     for w in summary.warnings:
         click.echo(f"tapwatch: warning: {w}", err=True)
     print_summary(summary)
@@ -68,8 +78,22 @@ def analyze(paths: tuple[str, ...], db: str | None, sensor: str | None, quiet: b
         sys.exit(2)
 
 
-def run_analysis(paths: tuple[str, ...], db: str | None, sensor: str | None,
-                 quiet: bool, dissect: bool = True) -> RunSummary:
+def parse_duration(text: str) -> timedelta:
+    """'90s', '30m', '12h', '14d', '2w' (or a number of seconds)."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+    value, unit = (text[:-1], text[-1]) if text and text[-1] in units else (text, "s")
+    try:
+        amount = float(value)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a duration (like 30m, 12h, 14d)") from None
+    if amount < 0:
+        raise click.BadParameter("a duration cannot be negative")
+    return timedelta(seconds=amount * units[unit])
+
+
+def run_analysis(paths: tuple[str, ...], db: str | None, sensor: str | None, quiet: bool,
+                 dissect: bool = True, detect: bool = True, learn_for: timedelta | None = None,
+                 no_learn: bool = False) -> RunSummary:
     """Analyze every capture: a progress bar on a terminal, one plain line per file otherwise."""
     for p in paths:
         if not Path(p).exists():
@@ -91,7 +115,8 @@ def run_analysis(paths: tuple[str, ...], db: str | None, sensor: str | None,
             bar.update(task, description=Path(path).name, completed=min(done, total), total=total,
                        rate=f"{packets:,} packets, {rate:,.0f}/s")
 
-        analyzer = Analyzer(engine, sensor, progress if show_bar else None, dissect=dissect)
+        analyzer = Analyzer(engine, sensor, progress if show_bar else None, dissect=dissect,
+                            detect=detect, learn_for=learn_for, no_learn=no_learn)
         for path in iter_capture_files(paths):
             started[0] = time.perf_counter()
             result = analyzer.analyze_file(path)
@@ -116,6 +141,8 @@ def print_summary(summary: RunSummary) -> None:
              f"devices: {summary.total('devices_new')} new, {summary.total('devices_known')} known",
              f"connections: {summary.total('connections_new')} new",
              f"events: {sum(f.events for f in files)}",
+             *([f"alerts: {summary.alerts('raised')} new, {summary.alerts('updated')} updated"]
+               if any(f.detection for f in files) else []),
              f"{len(summary.warnings)} warning{'s' if len(summary.warnings) != 1 else ''}"]
     click.echo("; ".join(parts))
 
@@ -394,6 +421,11 @@ main.add_command(vulns)
 main.add_command(recommendations_group)
 main.add_command(risk_command)
 main.add_command(report_group)
+
+from tapwatch.detect.commands import COMMANDS as DETECTION_COMMANDS  # noqa: E402
+
+for _group in DETECTION_COMMANDS:
+    main.add_command(_group)
 
 
 if __name__ == "__main__":

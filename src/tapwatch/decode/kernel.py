@@ -350,6 +350,8 @@ def decode(start, stop, buf, rec_off, rec_cap, rec_wire, rec_ts, rec_link,
                             dlo[r] = V4_MAPPED | tpa
                     elif end - p < 8:
                         flags[r] |= F_TRUNCATED
+                    pay_off[r] = p  # the ARP message, for the detection signals
+                    pay_len[r] = end - p
                     break
                 l3id[r] = t_ether[et]
                 pay_off[r] = p

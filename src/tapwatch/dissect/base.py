@@ -55,6 +55,18 @@ EVENT_TYPES = frozenset({
     "register_write", "point_operate", "time_set", "file_transfer",
 })
 
+# What detection needs to see but the inventory does not keep (issue "Learn what is
+# normal"): signals live for one analysis and feed the alert engines.
+SIGNAL_TYPES = frozenset({
+    "function",  # an industrial request's function code / service: protocol, code, name
+    "illegal_function",  # a function code the protocol does not define: protocol, code
+    "arp_request",  # who-has: target (ip)
+    "arp_claim",  # is-at / announcement: ip, mac
+    "login",  # an authentication attempt: service, outcome ("success" / "failure"), user
+    "eicar",  # the EICAR anti-virus test string in cleartext
+    "domain",  # a name the sender looked up or connected to: name, how (dns, http, tls)
+})
+
 
 @dataclass(slots=True)
 class Packet:
@@ -85,6 +97,7 @@ class Evidence:
         self.mac_facts: list[tuple[str, str, str, float]] = []
         self.events: list[tuple[Side, str, dict[str, Any]]] = []
         self.errors: list[tuple[Side, str]] = []
+        self.signals: list[tuple[Side, str, dict[str, Any]]] = []
 
     def fact(self, attribute: str, value: str | int, *, confidence: float = 0.5,
              about: Side = "src") -> None:
@@ -114,11 +127,18 @@ class Evidence:
     def error(self, reason: str, *, about: Side = "src") -> None:
         self.errors.append((about, reason))
 
+    def signal(self, kind: str, *, about: Side = "src", **details: Any) -> None:
+        """An observation for the detection engines (about="src": the sender did it)."""
+        if kind not in SIGNAL_TYPES:
+            raise ValueError(f"unknown signal type {kind!r} (see dissect.base.SIGNAL_TYPES)")
+        self.signals.append((about, kind, details))
+
     def clear(self) -> None:
         self.facts.clear()
         self.mac_facts.clear()
         self.events.clear()
         self.errors.clear()
+        self.signals.clear()
 
 
 class Dissector:

@@ -280,6 +280,7 @@ class DNP3(Dissector):
         return True
 
     def _request(self, out: Evidence, frame: Frame, fc: int, body: bytes) -> None:
+        out.signal("function", protocol="dnp3", code=fc, name=FUNCTIONS[fc])
         headers, error = object_headers(body, with_data=fc != 1)
         if error and frame.complete:
             out.error(error)

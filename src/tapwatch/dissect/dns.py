@@ -244,9 +244,15 @@ class DNS(Dissector):
             messages = [pkt.payload]
         for msg in messages:
             try:
-                problem = parse_message(msg).error
+                parsed = parse_message(msg)
+                problem = parsed.error
             except DNSError as e:
                 problem = str(e)
+            else:
+                if not parsed.response:  # what the sender wants to reach (indicators)
+                    for labels, _qtype, _qclass in parsed.questions[:4]:
+                        if labels:
+                            out.signal("domain", name=labels_text(labels).lower(), how="dns")
             if problem and not incomplete(pkt):
                 out.error(f"malformed DNS message: {problem}")
                 return

@@ -299,6 +299,9 @@ class EtherNetIP(Dissector):
             return None
         service = cip[0]
         path = parse_path(cip[2 : 2 + 2 * cip[1]])
+        if service not in (UNCONNECTED_SEND, MULTIPLE_SERVICE):  # wrappers: their parts count
+            out.signal("function", protocol="cip", code=service,
+                       name=f"service {service:#04x} class {path.class_id}")
         body = cip[2 + 2 * cip[1] :]
         req = Request(service, path)
         cls = path.class_id

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from tapwatch.dissect import register
 from tapwatch.dissect.base import Dissector, Evidence, Packet
+from tapwatch.dissect.eicar import EICAR
 
 METHODS = (b"GET ", b"POST ", b"HEAD ", b"PUT ", b"DELETE ", b"OPTIONS ", b"PATCH ", b"CONNECT ")
 MAX_HEADERS = 8192
@@ -41,7 +42,14 @@ class HTTP(Dissector):
                 out.fact("http_user_agent", headers["user-agent"], confidence=0.7)
             if "host" in headers:
                 out.fact("http_host", headers["host"], about="dst", confidence=0.5)
+                out.signal("domain", name=headers["host"].rsplit(":", 1)[0].lower(), how="http")
+            if EICAR in data:
+                out.signal("eicar", how="http request")
         elif data.startswith(b"HTTP/1."):
             headers = parse_headers(data)
+            if data[9:12] == b"401":  # the client (the receiver) failed to authenticate
+                out.signal("login", about="dst", service="http", outcome="failure")
+            if EICAR in pkt.payload:
+                out.signal("eicar", how="http response")
             if "server" in headers:
                 out.fact("http_server", headers["server"], confidence=0.7)

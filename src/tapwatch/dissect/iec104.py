@@ -208,6 +208,8 @@ class IEC104(Dissector):
                 continue
             cause = asdu[2] & 0x3F
             side = controlled_side(pkt, cause)
+            out.signal("function", protocol="iec104", code=asdu[0],
+                       name=TYPES[asdu[0]][0] if asdu[0] in TYPES else f"type {asdu[0]}")
             controlled = controlled or side
             address = int.from_bytes(asdu[4:6], "little")
             if address not in (0, 0xFFFF):

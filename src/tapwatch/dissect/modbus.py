@@ -150,9 +150,13 @@ class Modbus(Dissector):
         code = fc & 0x7F
         if code == 0:
             out.error("function code 0")
+            out.signal("illegal_function", about="src" if request else "dst", protocol="modbus",
+                       code=0)
             return False
         if code not in FUNCTIONS and code not in VENDOR_FUNCTIONS:
             out.error(f"undefined function code {code}")
+            out.signal("illegal_function", about="src" if request else "dst", protocol="modbus",
+                       code=code)
             return False
         if fc & 0x80:  # exception response: the code says why, nothing was done
             if request:
@@ -172,6 +176,8 @@ class Modbus(Dissector):
                  complete: bool) -> None:
         fc = pdu[0]
         n = len(pdu)
+        out.signal("function", protocol="modbus",
+                   code=fc, name=FUNCTIONS[fc][0] if fc in FUNCTIONS else f"vendor {fc}")
         if fc in WRITES:
             write = _write(fc, pdu)
             if write is None:

@@ -235,6 +235,7 @@ class S7Comm(Dissector):
 
     def _job(self, param: bytes, data: bytes, out: Evidence) -> None:
         func = param[0]
+        out.signal("function", protocol="s7comm", code=func, name=f"job {func:#04x}")
         if func == WRITE_VAR:
             count = param[1] if len(param) > 1 else 0
             addresses = []

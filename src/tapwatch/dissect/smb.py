@@ -111,6 +111,25 @@ def version(data: bytes, at: int) -> str | None:
     return f"{data[at]}.{data[at + 1]}.{data[at + 2] | data[at + 3] << 8}"
 
 
+# NT status codes of a session setup reply that end an authentication attempt
+STATUS_SUCCESS = 0
+LOGON_FAILURES = frozenset({
+    0xC000006D,  # STATUS_LOGON_FAILURE
+    0xC000006A,  # STATUS_WRONG_PASSWORD
+    0xC0000064,  # STATUS_NO_SUCH_USER
+    0xC0000234,  # STATUS_ACCOUNT_LOCKED_OUT
+    0xC0000072,  # STATUS_ACCOUNT_DISABLED
+})
+
+
+def _login_outcome(status: int, out: Evidence) -> None:
+    """A session setup reply: the client (the reply's receiver) logged in, or failed to."""
+    if status == STATUS_SUCCESS:
+        out.signal("login", about="dst", service="smb", outcome="success")
+    elif status in LOGON_FAILURES:
+        out.signal("login", about="dst", service="smb", outcome="failure", status=f"{status:#010x}")
+
+
 @register
 class SMB(Dissector):
     name = "smb"
@@ -162,6 +181,8 @@ class SMB(Dissector):
         if msg[4] != SMB1_SESSION_SETUP_ANDX:
             return
         reply = msg[9] & SMB1_FLAGS_REPLY
+        if reply:
+            _login_outcome(u32(msg, 5), out)
         unicode = bool(u16(msg, 10) & SMB1_FLAGS2_UNICODE)
         words, count = 33, msg[32]
         data_at = words + 2 * count + 2
@@ -211,6 +232,7 @@ class SMB(Dissector):
             if u16(msg, start + 12) == SMB2_SESSION_SETUP:
                 body = start + 64
                 if u32(msg, start + 16) & SMB2_FLAGS_SERVER_TO_REDIR:
+                    _login_outcome(u32(msg, start + 8), out)
                     offset, length = u16(msg, body + 4), u16(msg, body + 6)
                 else:
                     offset, length = u16(msg, body + 12), u16(msg, body + 14)

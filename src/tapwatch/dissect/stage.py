@@ -6,6 +6,7 @@ so the store can attach it to whichever device that address belongs to.
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +21,8 @@ from tapwatch.dissect import Dissector, Evidence, Packet, dissectors
 from tapwatch.dissect import select as sel
 
 TRANSPORT = {6: "tcp", 17: "udp"}
+# protocol errors that say a length disagrees (detection tells them from other damage)
+LENGTH_WORDS = re.compile(r"length|shorter|longer|truncated|cut short|beyond|too short|too long")
 _PACKET_COLUMNS = ("pkt", "ts", "smac", "dmac", "shi", "slo", "dhi", "dlo", "ipproto", "sport",
                    "dport", "tcpflags", "ttl", "ethertype", "l3id", "l4id", "appid", "pay_off",
                    "pay_len", "l3_off", "flags")
@@ -51,8 +54,9 @@ class DissectResults:
     # (mac, ip, attribute, value, source) -> stats
     facts: dict[tuple[str, str, str, str, str], FactStat] = field(default_factory=dict)
     events: list[EventRecord] = field(default_factory=list)
-    # (mac, ip, source) -> [count, last reason]
+    # (mac, ip, source) -> [count, last reason, how many were about lengths]
     errors: dict[tuple[str, str, str], list[Any]] = field(default_factory=dict)
+    signals: list[EventRecord] = field(default_factory=list)  # for detection, not stored
     packets: int = 0  # packets handed to dissectors
 
 
@@ -225,7 +229,7 @@ class DissectStage:
                     d.dissect(pkt, ev)
                 except Exception as e:  # a dissector bug must not stop the capture
                     ev.error(f"{type(e).__name__}: {e}")
-                if ev.facts or ev.mac_facts or ev.events or ev.errors:
+                if ev.facts or ev.mac_facts or ev.events or ev.errors or ev.signals:
                     self._fold(d.name, pkt, src, receiver, ev, hashes[k])
 
     def _fold(self, source: str, pkt: Packet, src: tuple[str, str], dst: tuple[str, str] | None,
@@ -245,14 +249,16 @@ class DissectStage:
                 st.last_ns = max(st.last_ns, pkt.ts_ns)
                 st.count += 1
                 st.confidence = max(st.confidence, confidence)
-        for about, kind, details in ev.events:
-            s, d = (src, dst or ("", pkt.dst_ip)) if about == "src" else (dst or ("", ""), src)
-            record = EventRecord(pkt.ts_ns, pkt.number, s, d, source, kind, details,
-                                 last_ns=pkt.ts_ns)
-            res.events.append(record)
-            self._pending.setdefault(payload_hash, []).append(record)
+        for records, happenings in ((res.events, ev.events), (res.signals, ev.signals)):
+            for about, kind, details in happenings:
+                s, d = (src, dst or ("", pkt.dst_ip)) if about == "src" else (dst or ("", ""), src)
+                record = EventRecord(pkt.ts_ns, pkt.number, s, d, source, kind, details,
+                                     last_ns=pkt.ts_ns)
+                records.append(record)
+                self._pending.setdefault(payload_hash, []).append(record)
         for about, reason in ev.errors:
             who = src if about == "src" else (dst or src)
-            entry = res.errors.setdefault((who[0], who[1], source), [0, ""])
+            entry = res.errors.setdefault((who[0], who[1], source), [0, "", 0])
             entry[0] += 1
             entry[1] = reason
+            entry[2] += LENGTH_WORDS.search(reason) is not None

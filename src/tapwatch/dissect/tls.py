@@ -393,6 +393,7 @@ class TLS(Dissector):
     def _client_hello(self, pkt: Packet, hello: ClientHello, out: Evidence) -> None:
         if hello.sni:
             out.fact("tls_sni", hello.sni, confidence=0.6)
+            out.signal("domain", name=hello.sni.lower(), how="tls")
             if looks_like_hostname(hello.sni):
                 out.fact("dns_name", hello.sni, about="dst", confidence=0.5)
         out.fact("ja3", hello.ja3(), confidence=0.7)

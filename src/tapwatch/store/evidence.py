@@ -56,7 +56,7 @@ def merge_facts(session: Session, results: DissectResults) -> set[tuple[str, str
             },
         ), rows)
     errors = [{"mac": mac, "ip": ip, "protocol": proto, "count": n, "last_reason": reason[:255]}
-              for (mac, ip, proto), (n, reason) in results.errors.items()]
+              for (mac, ip, proto), (n, reason, *_) in results.errors.items()]
     if errors:
         e = ProtocolError.__table__
         stmt = insert(e)

@@ -63,6 +63,7 @@ class IngestStats:
     connections_new: int = 0
     connections_total: int = 0
     device_ids: set[int] = field(default_factory=set)  # devices this run touched
+    new_devices: list[Device] = field(default_factory=list)  # devices this run created
 
 
 # -- ingested files -----------------------------------------------------------------------
@@ -151,6 +152,7 @@ def merge_run(
     session.add_all(created)
     existing.update({(d.key_mac, d.key_ip): d for d in created})
     stats.devices_new = len(created)
+    stats.new_devices = created
     touched: list[Device] = []
     for mac, rows, row_of, plan in plans:
         for o in plan.remote:

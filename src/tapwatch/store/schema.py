@@ -5,7 +5,14 @@ console's users, plans, sensors) keeps its tables in a module of its own and is 
 so Alembic and the schema test see the whole database.
 """
 
-from tapwatch.store import alert_models, console_models, models, vuln_models
+from tapwatch.store import (  # noqa: F401 - importing registers the tables
+    alert_models,
+    console_models,
+    detect_models,
+    models,
+    vuln_models,
+)
 from tapwatch.store.models import Base
 
-__all__ = ["Base", "alert_models", "console_models", "models", "vuln_models"]
+__all__ = ["Base", "alert_models", "console_models", "detect_models", "models",
+           "vuln_models"]
