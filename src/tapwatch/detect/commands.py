@@ -197,6 +197,10 @@ def learning_stop(db: str | None) -> None:
     with sessions(open_engine(db)).begin() as s:
         newest = s.scalar(select(func.max(Device.last_seen)))
         at = newest or clock.now().replace(tzinfo=None)
+        before = learning.current(s)
+        if before is not None and before.ended_at is not None and before.ended_at <= at:
+            click.echo(f"learning had already ended at {iso(before.ended_at)} ({before.ended_by})")
+            return
         state = learning.stop(s, at)
         click.echo(f"learning stopped at {iso(state.ended_at)}; monitoring from there on")
 

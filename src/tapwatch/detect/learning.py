@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from tapwatch.store.detect_models import LearningState
 
 DEFAULT_PERIOD = timedelta(days=14)
+DEFAULT_QUIET_DAYS = 3
 
 
 def current(session: Session) -> LearningState | None:
@@ -29,8 +30,8 @@ def begin(session: Session, first_packet: datetime, learn_for: timedelta | None 
           no_learn: bool = False) -> LearningState:
     """The state for a run whose first packet is `first_packet`, started on first use.
 
-    `learn_for` (re)starts learning at this run's first packet for that long; `no_learn`
-    ends any learning at the run's first packet.
+    `learn_for` (re)starts learning at this run's first packet for exactly that long;
+    `no_learn` ends any learning at the run's first packet.
     """
     state = current(session)
     if state is None or learn_for is not None:
@@ -39,6 +40,8 @@ def begin(session: Session, first_packet: datetime, learn_for: timedelta | None 
             session.add(state)
         state.started_at = first_packet
         state.ends_at = first_packet + (learn_for if learn_for is not None else DEFAULT_PERIOD)
+        # a duration given by hand is exactly how long to learn; the default may end when quiet
+        state.quiet_days = 0 if learn_for is not None else DEFAULT_QUIET_DAYS
         state.ended_at = None
         state.ended_by = None
         state.daily_new = {}
