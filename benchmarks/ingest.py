@@ -48,6 +48,7 @@ SCALE_FACTOR = 4
 TARGET_PPS = 2_000_000
 TARGET_RSS_MB = 400
 TARGET_DISSECT_RATIO = 0.8  # all dissectors on costs at most 20% of the throughput
+TARGET_DETECT_RATIO = 0.8  # and detection on top of them at most another 20%
 TARGET_FLAT_RATIO = 1.15
 
 PEERS = ("tshark", "dpkt", "nfstream")
@@ -484,8 +485,14 @@ def verdict(ok: bool | None) -> str:
     return "skipped" if ok is None else ("PASS" if ok else "FAIL")
 
 
+def _ratio(a: ToolResult | None, b: ToolResult | None, target: float) -> dict[str, Any]:
+    value = a.pps / b.pps if a and b and b.pps else None
+    return {"value": value, "target": target, "pass": None if value is None else value >= target}
+
+
 def evaluate_targets(
-    tapwatch: ToolResult, scaled: ToolResult | None, baseline: ToolResult | None = None
+    tapwatch: ToolResult, scaled: ToolResult | None, baseline: ToolResult | None = None,
+    no_detect: ToolResult | None = None,
 ) -> dict[str, Any]:
     peak_kib = max([tapwatch.peak_rss_kib] + ([scaled.peak_rss_kib] if scaled else []))
     ratio = (
@@ -503,11 +510,10 @@ def evaluate_targets(
             "target": TARGET_FLAT_RATIO,
             "pass": None if ratio is None else ratio <= TARGET_FLAT_RATIO,
         },
-        "dissect_ratio": {
-            "value": tapwatch.pps / baseline.pps if baseline and baseline.pps else None,
-            "target": TARGET_DISSECT_RATIO,
-            "pass": None if not baseline else tapwatch.pps / baseline.pps >= TARGET_DISSECT_RATIO,
-        },
+        # dissectors: --no-detect (dissect, identify) against --no-dissect (inventory only);
+        # detection: the full run against --no-detect
+        "dissect_ratio": _ratio(no_detect or tapwatch, baseline, TARGET_DISSECT_RATIO),
+        "detect_ratio": _ratio(tapwatch, no_detect, TARGET_DETECT_RATIO),
     }
 
 
@@ -537,8 +543,9 @@ def render_report(results: dict[str, Any]) -> str:
         f" {'peak RSS':>10}",
         table_row(tw, tw.pps),
     ]
-    if results.get("baseline") is not None:
-        lines.append(table_row(results["baseline"], tw.pps))
+    for extra in ("no_detect", "baseline"):
+        if results.get(extra) is not None:
+            lines.append(table_row(results[extra], tw.pps))
     lines += [table_row(p, tw.pps) for p in peers]
     errors: dict[str, str] = results["peer_errors"]
     lines += [f"{PEER_LABELS[name]:<18} {'FAILED (see stderr)':>19}" for name in errors]
@@ -574,8 +581,14 @@ def render_report(results: dict[str, Any]) -> str:
     dr = targets["dissect_ratio"]
     if dr["value"] is not None:
         lines.append(
-            f"dissectors on / off: {dr['value']:.2f} of the inventory-only throughput "
-            f"(target ≥ {TARGET_DISSECT_RATIO}): {verdict(dr['pass'])}"
+            f"dissectors on / off (both without detection): {dr['value']:.2f} of the "
+            f"inventory-only throughput (target ≥ {TARGET_DISSECT_RATIO}): {verdict(dr['pass'])}"
+        )
+    de = targets["detect_ratio"]
+    if de["value"] is not None:
+        lines.append(
+            f"detection on / off (both with dissectors): {de['value']:.2f} of the throughput "
+            f"without detection (target ≥ {TARGET_DETECT_RATIO}): {verdict(de['pass'])}"
         )
     return "\n".join(lines)
 
@@ -610,6 +623,7 @@ def results_json(results: dict[str, Any]) -> dict[str, Any]:
         },
         "tapwatch": results["tapwatch"].to_json(),
         "tapwatch_no_dissect": results["baseline"].to_json() if results["baseline"] else None,
+        "tapwatch_no_detect": results["no_detect"].to_json() if results.get("no_detect") else None,
         "slice": results["slice"] if results["peers"] or results["peer_errors"] else None,
         "peers": [p.to_json() for p in results["peers"]],
         "peer_errors": results["peer_errors"],
@@ -734,15 +748,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     variants: list[tuple[str | None, str | None]] = [(None, args.tapwatch_cmd)]
     if args.tapwatch_cmd is None and not args.skip_baseline:
-        no_dissect = shlex.join(
-            default_tapwatch() + shlex.split(DEFAULT_TAPWATCH_TEMPLATE) + ["--no-dissect"]
-        )
-        variants.append(("  --no-dissect", no_dissect))
+        for flag in ("--no-detect", "--no-dissect"):
+            command = shlex.join(default_tapwatch() + shlex.split(DEFAULT_TAPWATCH_TEMPLATE) + [flag])
+            variants.append((f"  {flag}", command))
     log(f"tapwatch on the 1x capture, {args.repeat} interleaved round(s) of "
         f"{' and '.join((lb or 'tapwatch analyze').strip() for lb, _ in variants)} ...")
     measured = bench_variants(capture, packets, args.repeat, variants, args.cpu, args.tmpdir)
     tapwatch = measured[0]
-    baseline: ToolResult | None = measured[1] if len(measured) > 1 else None
+    no_detect: ToolResult | None = measured[1] if len(measured) > 1 else None
+    baseline: ToolResult | None = measured[2] if len(measured) > 2 else None
 
     peers: list[ToolResult] = []
     peer_errors: dict[str, str] = {}
@@ -768,12 +782,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "capture_bytes": capture.stat().st_size,
         "tapwatch": tapwatch,
         "baseline": baseline,
+        "no_detect": no_detect,
         "peers": peers,
         "peer_errors": peer_errors,
         "slice": {"path": display_path(sliced), "packets": slice_packets},
         "scaled": scaled,
         "scaled_bytes": scaled_bytes,
-        "targets": evaluate_targets(tapwatch, scaled, baseline),
+        "targets": evaluate_targets(tapwatch, scaled, baseline, no_detect),
     }
 
 

@@ -212,6 +212,12 @@ class EtherNetIP(Dissector):
     # ------------------------------------------------------------------ encapsulation
 
     def dissect(self, pkt: Packet, out: Evidence) -> None:
+        self._services: set[int] = set()  # CIP services requested in this payload
+        self._messages(pkt, out)
+        for service in sorted(self._services):  # once each, however many tags a packet reads
+            out.signal("function", protocol="cip", code=service)
+
+    def _messages(self, pkt: Packet, out: Evidence) -> None:
         data = pkt.payload
         off = 0
         for _ in range(MAX_MESSAGES):
@@ -300,8 +306,7 @@ class EtherNetIP(Dissector):
         service = cip[0]
         path = parse_path(cip[2 : 2 + 2 * cip[1]])
         if service not in (UNCONNECTED_SEND, MULTIPLE_SERVICE):  # wrappers: their parts count
-            out.signal("function", protocol="cip", code=service,
-                       name=f"service {service:#04x} class {path.class_id}")
+            self._services.add(service)
         body = cip[2 + 2 * cip[1] :]
         req = Request(service, path)
         cls = path.class_id
