@@ -79,7 +79,8 @@ def test_missing_path_is_a_one_line_error(tmp_path) -> None:
 def test_demo_prints_the_example_site_inventory(tmp_path) -> None:
     run = tapwatch("demo", "--dir", str(tmp_path / "demo"))
     assert run.returncode == 0, run.stderr
-    assert "14 devices" in run.stdout and "10.20.0.50" in run.stdout
+    assert "15 devices" in run.stdout and "10.20.0.50" in run.stdout
+    assert "plc_stop" in run.stdout and "arp_scan" in run.stdout and "5 alerts" in run.stdout
 
 
 def test_edits_survive_reanalysis_until_reset(tmp_path) -> None:

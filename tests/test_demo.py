@@ -23,7 +23,7 @@ from scapy.layers.l2 import ARP, Ether
 from scapy.packet import Packet
 from scapy.utils import rdpcap
 
-from tapwatch.demo import DEMO_DEVICES, build_demo_capture
+from tapwatch.demo import DEMO_DEVICES, DEMO_LEARNING, build_demo_capture
 
 DEVICES = {str(d["name"]): d for d in DEMO_DEVICES}
 ROUTER = next(d for d in DEMO_DEVICES if d["role"] == "router")
@@ -319,6 +319,12 @@ def test_tcp_sequence_numbers_are_consistent(packets: list[Packet]) -> None:
                 assert tcp.ack == next_seq[back]
             next_seq[flow] = (tcp.seq + 1) & 0xFFFFFFFF
             continue
+        if flags & 0x04:  # a reset (the intruder's port scan): it acknowledges the SYN, if any
+            if flags & 0x10:
+                assert tcp.ack == next_seq[back]
+            else:
+                assert tcp.seq == next_seq[flow]
+            continue
         assert tcp.seq == next_seq[flow], flow
         assert (next_seq[back] - tcp.ack) & 0xFFFFFFFF < 1 << 20, flow
         grow = len(tcp_payload(p)) + (1 if flags & 0x01 else 0)
@@ -337,7 +343,8 @@ def test_tshark_decodes_every_protocol_cleanly(capture: Path) -> None:
         )
         return done.stdout
 
-    assert tshark("-Y", "_ws.malformed || _ws.expert.severity >= warning") == ""
+    # the port scan's resets are warnings by design; nothing else may be
+    assert tshark("-Y", "_ws.malformed || (_ws.expert.severity >= warning && !tcp.flags.reset)") == ""
     hierarchy = tshark("-q", "-z", "io,phs")
     for proto in (
         "arp",
@@ -513,11 +520,14 @@ def test_every_model_is_on_the_wire_from_its_device(packets: list[Packet]) -> No
             assert any(model in raw for raw in sent[str(dev["mac"])]), dev["name"]
 
 
-def s7_pdus(packets: list[Packet]) -> list[tuple[str, bytes]]:
-    """(sender ip, TPKT) of every port-102 segment with a payload, in capture order."""
+def s7_pdus(packets: list[Packet], client: str | None = None) -> list[tuple[str, bytes]]:
+    """(sender ip, TPKT) of every port-102 segment with a payload, in capture order; only
+    the sessions of `client` when given."""
     out = []
     for p in packets:
         if TCP in p and 102 in (p[TCP].sport, p[TCP].dport):
+            if client is not None and client not in (p[IP].src, p[IP].dst):
+                continue
             body = tcp_payload(p)
             if body:
                 assert body[:2] == b"\x03\x00"
@@ -547,25 +557,37 @@ def szl_records(data: bytes) -> tuple[int, list[bytes]]:
     return szl_id, [szl[8 + i * size : 8 + (i + 1) * size] for i in range(count)]
 
 
-def test_s7_session_identity_download_and_stop(packets: list[Packet]) -> None:
-    pdus = s7_pdus(packets)
-    pg, plc = TIA["ip"], S7_PLC["ip"]
-    assert {src for src, _ in pdus} == {pg, plc}
+def _s7_session(packets: list[Packet], client: str) -> list[tuple[str, int, int, bytes, bytes]]:
+    """(sender, rosctr, reference, parameter, data) of a client's S7 session, after checking
+    its COTP connection to rack 0 slot 1 and the communication setup."""
+    pdus = s7_pdus(packets, client)
+    plc = S7_PLC["ip"]
+    assert {src for src, _ in pdus} == {client, plc}
     (_, cr), (_, cc) = pdus[:2]
     assert cr[5] == 0xE0 and cc[5] == 0xD0
     for tpdu in (cr, cc):
         params = tpdu[11:]
         assert b"\xc1\x02\x01\x00" in params and b"\xc2\x02\x01\x01" in params  # rack 0 slot 1
     s7 = [(src, *s7_header(tpkt)) for src, tpkt in pdus[2:]]
-    assert s7[0] == (pg, 1, s7[0][2], b"\xf0\x00\x00\x01\x00\x01\x03\xc0", b"")
+    assert s7[0] == (client, 1, s7[0][2], b"\xf0\x00\x00\x01\x00\x01\x03\xc0", b"")
     assert s7[1][:2] == (plc, 3) and s7[1][3] == b"\xf0\x00\x00\x01\x00\x01\x00\xf0"
+    return s7
 
+
+def _szl(s7: list[tuple[str, int, int, bytes, bytes]]) -> dict[int, list[list[bytes]]]:
     szl: dict[int, list[list[bytes]]] = {}
     for src, rosctr, _ref, param, data in s7:
         if rosctr == 7 and param[5] == 0x84:
-            assert src == plc
+            assert src == S7_PLC["ip"]
             szl_id, records = szl_records(data)
             szl.setdefault(szl_id, []).append(records)
+    return szl
+
+
+def test_s7_session_identity_and_download(packets: list[Packet]) -> None:
+    pg, plc = TIA["ip"], S7_PLC["ip"]
+    s7 = _s7_session(packets, pg)
+    szl = _szl(s7)
     (module,) = szl[0x0011]
     assert [struct.unpack(">H", r[:2])[0] for r in module] == [1, 6, 7]
     assert module[0][2:22] == b"6ES7 214-1AG40-0XB0 "
@@ -575,24 +597,37 @@ def test_s7_session_identity_download_and_stop(packets: list[Packet]) -> None:
     assert texts[1] == b"PLC_LINE1"
     assert texts[5] == b"S C-H4N123456789"
     assert texts[7] == b"CPU 1214C DC/DC/DC"
-    assert [records[0][3] for records in szl[0x0424]] == [0x58, 0x84]  # RUN, then STOP
+    assert [records[0][3] for records in szl[0x0424]] == [0x58]  # RUN
 
     jobs = [(src, param) for src, rosctr, _, param, _ in s7 if rosctr == 1]
-    funcs = [(src, param[0]) for src, param in jobs]
-    assert funcs == [(pg, 0xF0), (pg, 0x1A), (plc, 0x1B), (plc, 0x1C), (pg, 0x29)]
+    assert [(src, param[0]) for src, param in jobs] == [(pg, 0xF0), (pg, 0x1A), (plc, 0x1B), (plc, 0x1C)]
     download = jobs[1][1]
     assert download[8] == 9 and download[9:18] == b"_0800001P"
-    assert jobs[4][1] == b"\x29\x00\x00\x00\x00\x00\x09P_PROGRAM"
     acks = [(src, param[0]) for src, rosctr, _, param, _ in s7 if rosctr == 3]
-    assert acks == [(plc, 0xF0), (plc, 0x1A), (pg, 0x1B), (pg, 0x1C), (plc, 0x29)]
+    assert acks == [(plc, 0xF0), (plc, 0x1A), (pg, 0x1B), (pg, 0x1C)]
     block = next(data for _, rosctr, _, param, data in s7 if rosctr == 3 and param[0] == 0x1B)
     assert struct.unpack(">H", block[:2])[0] == len(block) - 4 and block[4:6] == b"pp"
-    order = [f for _, f in funcs]
-    modes = [i for i, (_, rosctr, _, param, _) in enumerate(s7) if rosctr == 7 and param[5] == 0x44]
-    stop_at = next(i for i, (_, r, _, p, _) in enumerate(s7) if r == 1 and p[0] == 0x29)
-    assert order.index(0x1A) < order.index(0x29) and modes[-1] > stop_at
-    times = [float(p.time) for p in packets if TCP in p and 102 in (p[TCP].sport, p[TCP].dport)]
-    assert 600 <= times[0] - START <= 620
+    times = [float(p.time) for p in packets if TCP in p and 102 in (p[TCP].sport, p[TCP].dport)
+             and pg in (p[IP].src, p[IP].dst)]
+    assert 240 <= times[0] - START <= 280  # well inside the learning period
+
+
+def test_intruder_scans_then_stops_the_plc(packets: list[Packet]) -> None:
+    intruder, plc = DEVICES["intruder"]["ip"], S7_PLC["ip"]
+    s7 = _s7_session(packets, intruder)
+    assert [records[0][3] for records in _szl(s7)[0x0424]] == [0x58, 0x84]  # RUN, then STOP
+    jobs = [(src, param) for src, rosctr, _, param, _ in s7 if rosctr == 1]
+    assert [(src, param[0]) for src, param in jobs] == [(intruder, 0xF0), (intruder, 0x29)]
+    assert jobs[1][1] == b"\x29\x00\x00\x00\x00\x00\x09P_PROGRAM"
+    syns = [p for p in packets if TCP in p and p[IP].src == intruder and int(p[TCP].flags) == 0x02]
+    scanned = {p[TCP].dport for p in syns}
+    assert len(scanned) >= 30 and 102 in scanned
+    resets = [p for p in packets if TCP in p and p[IP].src == plc and int(p[TCP].flags) & 0x04]
+    assert {p[TCP].sport for p in resets} == scanned - {102}  # closed ports answer RST
+    arp_targets = {p[ARP].pdst for p in packets
+                   if ARP in p and p[ARP].op == 1 and p[ARP].psrc == intruder != p[ARP].pdst}
+    assert len(arp_targets) == 253
+    assert min(float(p.time) for p in syns) - START >= DEMO_LEARNING
 
 
 def test_enip_list_identity_from_the_drive(packets: list[Packet]) -> None:
@@ -665,7 +700,7 @@ def test_tshark_reads_the_ot_cell(capture: Path) -> None:
 
     funcs = fields("s7comm.param.func", "ip.src", "s7comm.header.rosctr", "s7comm.param.func")
     assert {(TIA["ip"], "1", "0x1a"), (S7_PLC["ip"], "1", "0x1b"), (S7_PLC["ip"], "1", "0x1c"),
-            (TIA["ip"], "1", "0x29"), (S7_PLC["ip"], "3", "0x29")} <= funcs
+            (DEVICES["intruder"]["ip"], "1", "0x29"), (S7_PLC["ip"], "3", "0x29")} <= funcs
     assert fields("s7comm.szl.xy11.0001.anz", "s7comm.szl.xy11.0001.index") == {
         ("0x0001,0x0006,0x0007",)}
     assert fields("s7comm.szl.001c.0007.cputypname", "s7comm.szl.001c.0007.cputypname",

@@ -22,6 +22,7 @@ from tapwatch.capture import iter_capture_files
 from tapwatch.dissect.base import EVENT_TYPES
 from tapwatch.identify import taxonomy
 from tapwatch.store import evidence, inventory
+from tapwatch.store.alert_models import Alert
 from tapwatch.store.db import open_engine, sessions
 from tapwatch.store.identity import EDITABLE, refresh_identity
 from tapwatch.store.models import Device
@@ -50,9 +51,11 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.argument("paths", nargs=-1, required=False, type=click.Path())
 @db_option
 @click.option("--sensor", default=None, help="Sensor name recorded on devices (default: host name).")
+@click.option("--zeek-logs", "zeek_logs", type=click.Path(exists=True), default=None, metavar="DIR",
+              help="Also read Zeek logs (conn, dhcp, dns, http, known_*, software, ICSNPP identity).")
 @click.option("--quiet", "-q", is_flag=True, help="Only print the summary.")
 @click.option("--no-dissect", is_flag=True,
               help="Inventory only: skip protocol dissectors, identification and detection.")
@@ -62,8 +65,11 @@ def main() -> None:
                    "then raise alerts. Default: 14 days, or until 3 quiet days.")
 @click.option("--no-learn", is_flag=True, help="Monitor from the first packet (every device is new).")
 def analyze(paths: tuple[str, ...], db: str | None, sensor: str | None, quiet: bool,
-            no_dissect: bool, no_detect: bool, learn_for: str | None, no_learn: bool) -> None:
+            no_dissect: bool, no_detect: bool, learn_for: str | None, no_learn: bool,
+            zeek_logs: str | None = None) -> None:
     """Analyze capture files (pcap, pcapng, gzip; directories recursively) into the inventory."""
+    if not paths and not zeek_logs:
+        fail("nothing to analyze: give capture files or directories, or --zeek-logs DIR")
     if learn_for and no_learn:
         fail("--learn-for and --no-learn contradict each other")
     summary = run_analysis(paths, db, sensor, quiet, dissect=not no_dissect, detect=not no_detect,
@@ -72,6 +78,9 @@ def analyze(paths: tuple[str, ...], db: str | None, sensor: str | None, quiet: b
     for w in summary.warnings:
         click.echo(f"tapwatch: warning: {w}", err=True)
     print_summary(summary)
+    if zeek_logs:
+        from tapwatch.integrations.commands import analyze_zeek_logs
+        analyze_zeek_logs(zeek_logs, db, sensor)
     if summary.errors:
         for f in summary.errors:
             click.echo(f"tapwatch: error: {f.error}", err=True)
@@ -386,7 +395,8 @@ def events_list(db: str | None, fmt: str, kind: str | None) -> None:
               help="Where the example capture and its inventory database are written.")
 def demo(directory: str) -> None:
     """Generate the built-in example site capture, analyze it, and print its inventory."""
-    from tapwatch.demo import build_demo_capture
+    from tapwatch.demo import DEMO_LEARNING, build_demo_capture
+    from tapwatch.detect.commands import alerts_list
 
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
@@ -395,15 +405,23 @@ def demo(directory: str) -> None:
     for suffix in ("", "-wal", "-shm"):
         Path(f"{db}{suffix}").unlink(missing_ok=True)
     click.echo(f"example site capture: {capture}")
-    summary = run_analysis((str(capture),), str(db), "demo-sensor", quiet=True)
+    learn = timedelta(seconds=DEMO_LEARNING)
+    summary = run_analysis((str(capture),), str(db), "demo-sensor", quiet=True, learn_for=learn)
     print_summary(summary)
     ctx = click.get_current_context()
     ctx.invoke(devices_list, db=str(db), fmt="table", sort="ip")
+    click.echo(f"\nthe first {DEMO_LEARNING / 60:.0f} minutes were learned as normal; then an unknown "
+               "laptop scanned the network and stopped the S7 PLC:")
+    ctx.invoke(alerts_list, db=str(db), fmt="table", status=None, severity=None, type_=None)
     click.echo(f"\nexplore it: tapwatch devices list --db {db} --format json")
     with sessions(open_engine(str(db)))() as s:
         plc = s.scalar(select(Device.id).where(Device.ip == "10.20.0.60"))
     click.echo(f"            tapwatch devices show {plc} --db {db}   # the S7 PLC and its evidence")
     click.echo(f"            tapwatch events list --db {db}       # its program download and stop")
+    with sessions(open_engine(str(db)))() as s:
+        stop = s.scalar(select(Alert.id).where(Alert.type == "plc_stop"))
+    click.echo(f"            tapwatch alerts show {stop} --db {db}     # the PLC stop and its evidence")
+    click.echo(f"            tapwatch serve --db {db}             # the console in a browser")
 
 
 # -- command groups of later capabilities, each defined in its own package ---------------
@@ -422,10 +440,26 @@ main.add_command(recommendations_group)
 main.add_command(risk_command)
 main.add_command(report_group)
 
+from tapwatch.plans.commands import endpoints_group, plans_group, subscriptions_group  # noqa: E402
+
+main.add_command(subscriptions_group)
+main.add_command(plans_group)
+main.add_command(endpoints_group)
+
 from tapwatch.detect.commands import COMMANDS as DETECTION_COMMANDS  # noqa: E402
 
 for _group in DETECTION_COMMANDS:
     main.add_command(_group)
+
+from tapwatch.integrations.commands import COMMANDS as INTEGRATION_COMMANDS  # noqa: E402
+
+for _command in INTEGRATION_COMMANDS:
+    main.add_command(_command)
+
+from tapwatch.sensor.commands import sensor, sensors  # noqa: E402
+
+main.add_command(sensor)
+main.add_command(sensors)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,11 @@ and model from the wire: the switch and the gateway send LLDP, the switch and th
 the phone LLDP-MED inventory, the printer ``_ipp._tcp`` mDNS TXT records, the camera SSDP
 (SERVER header and a UPnP description fetched by a Windows workstation). The OT cell speaks
 its own protocols: S7comm SZL identity and CPU mode, EtherNet/IP List Identity, BACnet I-Am
-and ReadProperty; at minute ten the TIA workstation downloads OB1 to the S7 PLC and stops it.
+and ReadProperty; at minute four the TIA workstation downloads OB1 to the S7 PLC.
+
+The first ten minutes are the learning period (``DEMO_LEARNING``). Then an incident: a laptop
+nobody has seen before plugs in, sweeps the subnet with ARP, port-scans the S7 PLC and
+stops it over S7comm.
 
 The capture is a pure function of the seed: fixed start time, ``random.Random(seed)``,
 no wall clock, so two builds with the same seed are byte-identical.
@@ -42,10 +46,11 @@ from scapy.layers.dns import DNS, DNSQR, DNSRR, DNSRRSRV
 from scapy.layers.snmp import SNMP, SNMPget, SNMPresponse, SNMPvarbind
 from scapy.utils import PcapWriter
 
-__all__ = ["DEMO_DEVICES", "DEMO_START", "DEMO_DURATION", "build_demo_capture"]
+__all__ = ["DEMO_DEVICES", "DEMO_DURATION", "DEMO_LEARNING", "DEMO_START", "build_demo_capture"]
 
 DEMO_START = datetime(2026, 3, 2, 8, 0, 0, tzinfo=UTC)
 DEMO_DURATION = 900.0
+DEMO_LEARNING = 600.0  # seconds of normal operation the demo learns from before the incident
 
 DEMO_DEVICES: list[dict[str, str | None]] = [
     {"name": "gateway", "role": "router", "mac": "58:8d:09:3a:5c:01", "ip": "10.20.0.1",
@@ -77,7 +82,13 @@ DEMO_DEVICES: list[dict[str, str | None]] = [
     {"name": "bms", "role": "building_controller", "mac": "00:10:8d:0f:a1:22",
      "ip": "10.20.0.80", "vendor": "Johnson Controls", "hostname": None,
      "model": "MS-FEC2611-0"},
+    # the incident: a laptop that is not part of the site
+    {"name": "intruder", "role": "laptop", "mac": "3c:7c:3f:1d:66:06", "ip": "10.20.0.166",
+     "vendor": "ASUSTek", "hostname": None, "model": None},
 ]
+_SCANNED_PORTS = (21, 22, 23, 25, 53, 80, 102, 110, 111, 135, 139, 143, 161, 443, 445, 502, 515,
+                  554, 631, 993, 1433, 1883, 2222, 2404, 3306, 3389, 4840, 5000, 5432, 5900, 8000,
+                  8080, 8443, 9100, 9600, 20000, 44818)
 
 _EPOCH = int(DEMO_START.timestamp())
 _NTP_OFFSET = 2_208_988_800
@@ -235,7 +246,7 @@ _CDN_OPTS = _OPT_MSS + _OPT_NOP * 2 + _OPT_SACK_OK + _OPT_NOP + _opt_wscale(9)
 _STACK_OF = {"gateway": "cisco", "switch": "cisco", "eng-ws01": "windows", "ops-lt02": "windows",
              "eng-ubuntu03": "linux", "printer": "embedded", "camera": "linux",
              "phone": "linux", "plc": "embedded", "hmi": "linux", "s7-plc": "embedded",
-             "eng-tia01": "windows", "drive": "embedded", "bms": "embedded"}
+             "eng-tia01": "windows", "drive": "embedded", "bms": "embedded", "intruder": "linux"}
 
 _STACKS: dict[str, _Stack] = {
     "windows": _Stack(128, 64240, _WS_OPTS, 1026, (49152, 65535), True, 120.0, (0.002, 0.2)),
@@ -725,6 +736,7 @@ class _Scenario:
         site.at(rng.uniform(3.0, 5.0), lambda t: self.static_boot(t, "drive"))
         site.at(rng.uniform(5.0, 7.0), self.bms_boot)
         site.at(rng.uniform(90.0, 120.0), self.tia_boot)
+        site.at(DEMO_LEARNING + rng.uniform(60.0, 90.0), self.intrusion)
         site.run()
         return sorted(site.frames)
 
@@ -1365,7 +1377,7 @@ class _Scenario:
         self.nbns_register(t)
         self.site.at(t + rng.uniform(15.0, 25.0), self.enip_browse)
         self.site.at(t + rng.uniform(30.0, 45.0), self.bacnet_browse)
-        self.site.at(rng.uniform(600.0, 615.0), self.tia_session)
+        self.site.at(rng.uniform(240.0, 270.0), self.tia_session)
 
     def nbns_register(self, t: float) -> None:
         ws = self.h["eng-tia01"]
@@ -1421,70 +1433,118 @@ class _Scenario:
         self.static_boot(t, "s7-plc")
 
     def tia_session(self, t: float) -> None:
-        """TIA Portal goes online with the S7-1200: reads its identity and mode, downloads OB1
-        (the PLC pulls the block), then stops the CPU and reads the mode again."""
-        site, rng = self.site, self.rng
-        conn = _Tcp(site, self.h["eng-tia01"], self.h["s7-plc"], 102)
-        ref, plc_ref, seq = rng.randint(0x0100, 0x0800), rng.randint(0x0100, 0xF000), 0
-
-        def exchange(t: float, from_pg: bool, request: bytes, reply: bytes,
-                     work: tuple[float, float] = (0.002, 0.01)) -> float:
-            t = conn.push(t + rng.uniform(0.0005, 0.003), from_pg, request)
-            return conn.push(t + rng.uniform(*work), not from_pg, reply)
-
-        def szl(t: float, szl_id: int, size: int, records: Sequence[bytes]) -> float:
-            nonlocal ref, seq
-            ref, seq = ref + 1, seq + 1
-            return exchange(t, True, _s7_szl_request(ref, szl_id, 0),
-                            _s7_szl_response(ref, seq, szl_id, size, records))
-
-        def mode(t: float, state: tuple[int, int], since: float) -> float:
-            event, bzu_id = state
-            record = struct.pack(">HBB4s4s", event, 0xFF, bzu_id, bytes(4), bytes(4))
-            return szl(t, 0x0424, 20, [record + _s7_time(since)])
-
-        t = conn.open(t)
-        pg_cotp = rng.randint(1, 0xFFFF)
-        t = exchange(t, True, _cotp_connect(0xE0, 0, pg_cotp),
-                     _cotp_connect(0xD0, pg_cotp, rng.randint(1, 0xFFFF)))
-        ref += 1
-        t = exchange(t, True, _s7(1, ref, b"\xf0\x00\x00\x01\x00\x01\x03\xc0"),
-                     _s7(3, ref, b"\xf0\x00\x00\x01\x00\x01\x00\xf0"))
+        """TIA Portal goes online with the S7-1200: reads its identity and mode, then
+        downloads OB1 (the PLC pulls the block)."""
+        rng = self.rng
+        s7 = _S7Link(self.site, rng, self.h["eng-tia01"], self.h["s7-plc"])
+        t = s7.online(t)
         padded = _S7_ORDER_NUMBER.ljust(20).encode()
         major, minor, patch = _S7_FIRMWARE
-        t = szl(t, 0x0011, 28, [
+        t = s7.szl(t, 0x0011, 28, [
             struct.pack(">H20sHHH", 1, padded, 0, 0, 1),
             struct.pack(">H20sHHH", 6, padded, 0, 0, 1),
             struct.pack(">H20sHBBBB", 7, b" " * 20, 0, ord("V"), major, minor, patch)])
-        t = szl(t, 0x001C, 34, [struct.pack(">H32s", index, text.encode())
-                                for index, text in _S7_COMPONENTS])
-        t = mode(t, _S7_RUN, self.s7_run_since)
-        t = conn.ack(t + rng.uniform(*conn.client.stack.delayed_ack), True)
+        t = s7.szl(t, 0x001C, 34, [struct.pack(">H32s", index, text.encode())
+                                   for index, text in _S7_COMPONENTS])
+        t = s7.mode(t, _S7_RUN, self.s7_run_since)
+        t = s7.conn.ack(t + rng.uniform(*s7.conn.client.stack.delayed_ack), True)
 
         # Download: the PG asks to load OB1, the PLC fetches it and says when it is done.
         block = b"pp\x01\x01\x01\x08" + struct.pack(">H", 1) + rng.randbytes(176)
-        ref += 1
-        t = exchange(t + rng.uniform(2.0, 6.0), True,
-                     _s7(1, ref, _s7_filename_param(0x1A, 0, _S7_BLOCK) + b"\x0d1"
-                         + f"{len(block):06d}{96:06d}".encode()),
-                     _s7(3, ref, b"\x1a"))
-        plc_ref += 1
-        t = exchange(t, False, _s7(1, plc_ref, _s7_filename_param(0x1B, 0, _S7_BLOCK)),
-                     _s7(3, plc_ref, b"\x1b\x00", struct.pack(">HH", len(block), 0x00FB) + block))
-        plc_ref += 1
+        s7.ref += 1
+        t = s7.exchange(t + rng.uniform(2.0, 6.0), True,
+                        _s7(1, s7.ref, _s7_filename_param(0x1A, 0, _S7_BLOCK) + b"\x0d1"
+                            + f"{len(block):06d}{96:06d}".encode()),
+                        _s7(3, s7.ref, b"\x1a"))
+        s7.plc_ref += 1
+        t = s7.exchange(t, False, _s7(1, s7.plc_ref, _s7_filename_param(0x1B, 0, _S7_BLOCK)),
+                        _s7(3, s7.plc_ref, b"\x1b\x00", struct.pack(">HH", len(block), 0x00FB) + block))
+        s7.plc_ref += 1
         ended = bytes([0x1C, 0]) + bytes(6) + bytes([len(_S7_BLOCK)]) + _S7_BLOCK.encode()
-        t = exchange(t, False, _s7(1, plc_ref, ended), _s7(3, plc_ref, b"\x1c"),
-                     work=(0.01, 0.05))
-        t = conn.ack(t + rng.uniform(*conn.server.stack.delayed_ack), False)
+        t = s7.exchange(t, False, _s7(1, s7.plc_ref, ended), _s7(3, s7.plc_ref, b"\x1c"),
+                        work=(0.01, 0.05))
+        t = s7.conn.ack(t + rng.uniform(*s7.conn.server.stack.delayed_ack), False)
+        s7.conn.close(t + rng.uniform(5.0, 20.0), by_client=True)
 
-        # Stop the CPU; the next mode read shows STOP.
-        ref += 1
+    def intrusion(self, t: float) -> None:
+        """The incident: an unknown laptop sweeps the subnet with ARP, scans the S7 PLC's
+        ports, then connects to it and stops the CPU."""
+        site, rng, intruder, plc = self.site, self.rng, self.h["intruder"], self.h["s7-plc"]
+        assert intruder.mac is not None
+        t = site.garp(t, intruder) + rng.uniform(5.0, 10.0)
+        for last in range(1, 255):  # nmap -sn 10.20.0.0/24
+            target_ip = f"10.20.0.{last}"
+            if target_ip == intruder.ip:
+                continue
+            site.emit(t, _ether(_BROADCAST, intruder.mac, _ETH_ARP,
+                                _arp(1, intruder.mac, intruder.ip, _ZERO_MAC, target_ip)))
+            target = site.by_ip.get(target_ip)
+            if target is not None and target.mac is not None:
+                reply = t + site.local_delay()
+                site.emit(reply, _ether(intruder.mac, target.mac, _ETH_ARP,
+                                        _arp(2, target.mac, target.ip, intruder.mac, intruder.ip)))
+                intruder.arp[target.ip] = (reply, reply + intruder.stack.arp_life)
+                target.arp[intruder.ip] = (reply, reply + target.stack.arp_life)
+            t += rng.uniform(0.004, 0.008)
+        t += rng.uniform(3.0, 6.0)
+        sport = rng.randint(40000, 60000)
+        for port in rng.sample(_SCANNED_PORTS, len(_SCANNED_PORTS)):  # nmap -sS, closed ports reset
+            seq = rng.getrandbits(32)
+            t = site.send(t, intruder, plc, _PROTO_TCP, _tcp(sport, port, seq, 0, "S", 1024, _OPT_MSS))
+            answer = "SA" if port == 102 else "RA"
+            t = site.send(t + site.reply_delay(plc), plc, intruder, _PROTO_TCP,
+                          _tcp(port, sport, rng.getrandbits(32) if port == 102 else 0,
+                               (seq + 1) & 0xFFFFFFFF, answer, 8192 if port == 102 else 0,
+                               _OPT_MSS if port == 102 else b""))
+            if port == 102:
+                t = site.send(t + site.local_delay(), intruder, plc, _PROTO_TCP,
+                              _tcp(sport, port, (seq + 1) & 0xFFFFFFFF, 0, "R", 0, b""))
+            t += rng.uniform(0.0005, 0.002)
+        s7 = _S7Link(site, rng, intruder, plc)
+        t = s7.online(t + rng.uniform(20.0, 40.0))
+        t = s7.mode(t, _S7_RUN, self.s7_run_since)
+        s7.ref += 1
         stopped = t + rng.uniform(1.0, 3.0)
-        t = exchange(stopped, True, _s7(1, ref, b"\x29" + bytes(5) + b"\x09P_PROGRAM"),
-                     _s7(3, ref, b"\x29"), work=(0.02, 0.08))
-        t = mode(t + rng.uniform(0.3, 1.0), _S7_STOP, t)
-        t = conn.ack(t + rng.uniform(*conn.client.stack.delayed_ack), True)
-        conn.close(t + rng.uniform(5.0, 20.0), by_client=True)
+        t = s7.exchange(stopped, True, _s7(1, s7.ref, b"\x29" + bytes(5) + b"\x09P_PROGRAM"),
+                        _s7(3, s7.ref, b"\x29"), work=(0.02, 0.08))
+        t = s7.mode(t + rng.uniform(0.3, 1.0), _S7_STOP, t)
+        t = s7.conn.ack(t + rng.uniform(*s7.conn.client.stack.delayed_ack), True)
+        s7.conn.close(t + rng.uniform(2.0, 5.0), by_client=True)
+
+
+class _S7Link:
+    """An S7comm session of a programming device (or anyone) with the S7-1200."""
+
+    def __init__(self, site: _Site, rng: random.Random, client: _Node, plc: _Node) -> None:
+        self.rng = rng
+        self.conn = _Tcp(site, client, plc, 102)
+        self.ref, self.plc_ref, self.seq = rng.randint(0x0100, 0x0800), rng.randint(0x0100, 0xF000), 0
+
+    def exchange(self, t: float, from_pg: bool, request: bytes, reply: bytes,
+                 work: tuple[float, float] = (0.002, 0.01)) -> float:
+        t = self.conn.push(t + self.rng.uniform(0.0005, 0.003), from_pg, request)
+        return self.conn.push(t + self.rng.uniform(*work), not from_pg, reply)
+
+    def online(self, t: float) -> float:
+        """TCP, COTP connection to rack 0 slot 1, S7 communication setup."""
+        rng = self.rng
+        t = self.conn.open(t)
+        pg_cotp = rng.randint(1, 0xFFFF)
+        t = self.exchange(t, True, _cotp_connect(0xE0, 0, pg_cotp),
+                          _cotp_connect(0xD0, pg_cotp, rng.randint(1, 0xFFFF)))
+        self.ref += 1
+        return self.exchange(t, True, _s7(1, self.ref, b"\xf0\x00\x00\x01\x00\x01\x03\xc0"),
+                             _s7(3, self.ref, b"\xf0\x00\x00\x01\x00\x01\x00\xf0"))
+
+    def szl(self, t: float, szl_id: int, size: int, records: Sequence[bytes]) -> float:
+        self.ref, self.seq = self.ref + 1, self.seq + 1
+        return self.exchange(t, True, _s7_szl_request(self.ref, szl_id, 0),
+                             _s7_szl_response(self.ref, self.seq, szl_id, size, records))
+
+    def mode(self, t: float, state: tuple[int, int], since: float) -> float:
+        event, bzu_id = state
+        record = struct.pack(">HBB4s4s", event, 0xFF, bzu_id, bytes(4), bytes(4))
+        return self.szl(t, 0x0424, 20, [record + _s7_time(since)])
 
 
 def build_demo_capture(path: str | pathlib.Path, *, seed: int = 7) -> pathlib.Path:

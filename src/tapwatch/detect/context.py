@@ -87,6 +87,10 @@ class Context:
         self.learning_end = learning_end
         self.known_before = set(baseline.known)  # entries from earlier runs only
         self._devices: dict[int, Device] = {d.id: d for d in inputs.devices}
+        self.scanners: set[Endpoint] = set()  # sources of this run's scans: (mac, ip), or (mac, None)
+
+    def scanning(self, ep: Endpoint) -> bool:
+        return ep in self.scanners or (ep[0], None) in self.scanners
 
     def learning(self, ts: datetime) -> bool:
         return self.learning_end is None or ts < self.learning_end

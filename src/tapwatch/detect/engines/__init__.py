@@ -3,6 +3,7 @@ Context and reports Findings; none of them reaches back into the packet pipeline
 
 from tapwatch.detect.engines import anomaly, malware, operational, policy, protocol_violation
 
-ENGINES = (policy, anomaly, protocol_violation, malware, operational)
+# anomaly first: a scanner's probes are one scan alert, not a new-connection alert per port
+ENGINES = (anomaly, policy, protocol_violation, malware, operational)
 
 __all__ = ["ENGINES"]

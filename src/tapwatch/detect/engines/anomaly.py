@@ -64,6 +64,7 @@ def _scan(ctx: Context, type_id: str, groups: Groups, limit_name: str, unit: str
             continue
         count, start, end, values = densest(items, window)
         if count >= limit:
+            ctx.scanners.add(src)
             ctx.report(Finding(type_id, start, src, dst, details={unit: count, "sample": values[:20]},
                                count=count, last_ts=end))
 

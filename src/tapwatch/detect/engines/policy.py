@@ -54,8 +54,8 @@ def _connections(ctx: Context) -> None:
             base.add(PAIR, pk, c.first)
             base.add(PROTOCOL, prk, c.first)
             continue
-        if (CONNECTION, ck) in base:
-            continue
+        if (CONNECTION, ck) in base or ctx.scanning(c.client):
+            continue  # known, or one probe of a scan (the scan is the alert)
         learn: list[tuple[Any, ...]] = [(CONNECTION, ck), (PAIR, pk), (PROTOCOL, prk)]
         client_device = ctx.device(c.client)
         if ip_kind(c.server[1]) == "public" and client_device is not None \
