@@ -300,3 +300,24 @@ def test_densest_window_counts_distinct_values() -> None:
     count, start, end, values = densest(items, timedelta(seconds=120))
     assert (count, values) == (2, ["a", "b"]) and start == t and end == t + timedelta(seconds=2)
     assert densest([], timedelta(seconds=1))[0] == 0
+
+
+def test_detection_on_postgresql(pg_url, tmp_path) -> None:
+    """The same engines, baseline upserts and alert updates on the real PostgreSQL server."""
+    from tapwatch.store.db import open_engine
+
+    cap = CAPTURES / "iti-ics-tools__s7comm_downloading_block_db1.pcap"
+    engine = open_engine(pg_url)
+    try:
+        from tapwatch.analyze import Analyzer
+        from tapwatch.detect.alerts import alert_json, list_alerts
+        from tapwatch.store.db import sessions
+
+        Analyzer(engine, sensor="pg", learn_for=timedelta(seconds=1)).analyze_file(cap)
+        Analyzer(engine, sensor="pg").analyze_file(shifted(cap, tmp_path / "later.pcap", MONTH))
+        with sessions(engine)() as s:
+            found = [alert_json(a) for a in list_alerts(s)]
+        programming = [a for a in found if a["type"] == "unauthorized_programming"]
+        assert len(programming) == 1 and programming[0]["count"] == 2  # one alert, seen twice
+    finally:
+        engine.dispose()

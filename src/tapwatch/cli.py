@@ -456,11 +456,6 @@ from tapwatch.integrations.commands import COMMANDS as INTEGRATION_COMMANDS  # n
 for _command in INTEGRATION_COMMANDS:
     main.add_command(_command)
 
-from tapwatch.sensor.commands import sensor, sensors  # noqa: E402
-
-main.add_command(sensor)
-main.add_command(sensors)
-
 
 if __name__ == "__main__":
     main()

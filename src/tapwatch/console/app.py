@@ -18,8 +18,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tapwatch import __version__
 from tapwatch.console import api, auth, pages, retention
+from tapwatch.console.api import metrics as metrics_route
 from tapwatch.console.queries import QueryError
 from tapwatch.console.web import HERE, render
+from tapwatch.integrations.metrics import LatencyMiddleware
 from tapwatch.store.db import sessions
 from tapwatch.store.device_admin import AdminError, NotFound
 
@@ -104,6 +106,7 @@ def create_app(engine: Engine, *, background: bool = False, secure_cookies: bool
     app.state.secure_cookies = secure_cookies
     app.include_router(api.router)
     app.include_router(pages.router)
+    app.include_router(metrics_route.router)  # /metrics (Prometheus)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
 
     @app.exception_handler(HTTPException)
@@ -131,6 +134,7 @@ def create_app(engine: Engine, *, background: bool = False, secure_cookies: bool
     async def auth_refused(request: Request, exc: auth.AuthError) -> Response:
         return _error(request, 400, str(exc))
 
+    app.add_middleware(LatencyMiddleware)  # type: ignore[arg-type]
     app.add_middleware(Guard)  # type: ignore[arg-type]
     return app
 

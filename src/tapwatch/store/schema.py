@@ -9,10 +9,12 @@ from tapwatch.store import (  # noqa: F401 - importing registers the tables
     alert_models,
     console_models,
     detect_models,
+    integration_models,
     models,
+    plan_models,
     vuln_models,
 )
 from tapwatch.store.models import Base
 
-__all__ = ["Base", "alert_models", "console_models", "detect_models", "models",
-           "vuln_models"]
+__all__ = ["Base", "alert_models", "console_models", "detect_models", "integration_models", "models",
+           "plan_models", "vuln_models"]

@@ -16,13 +16,15 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from tapwatch.console import queries, rbac
+from tapwatch.console.api.plans import entitled
 from tapwatch.console.rbac import Principal, require
 from tapwatch.console.web import actor, tx
 from tapwatch.store.alert_models import SEVERITIES, STATUSES, Alert
 from tapwatch.store.console_models import audit, utcnow
 from tapwatch.store.inventory import iso
 
-router = APIRouter(tags=["alerts"])
+# every alert route needs a plan in force on the subscription asked for (tapwatch.plans)
+router = APIRouter(tags=["alerts"], dependencies=[Depends(entitled("alerts"))])
 
 # Actions beyond a status change, shown on the alert page when registered here:
 # name -> (label, permission); the page posts to /alerts/{id}/{name}. The detection engineer

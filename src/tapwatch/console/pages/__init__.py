@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from tapwatch.console.pages import admin, alerts, inventory, netmap
+from tapwatch.console.pages import admin, alerts, forwarding, inventory, netmap
 
 router = APIRouter(include_in_schema=False)
 for module in (admin, inventory, alerts, netmap):
     router.include_router(module.router)
+router.include_router(forwarding.router)
+
+from tapwatch.console.pages import plans  # noqa: E402
+
+router.include_router(plans.router)
