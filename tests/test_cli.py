@@ -106,3 +106,26 @@ def test_edits_survive_reanalysis_until_reset(tmp_path) -> None:
     assert (reset["name"], reset["type"], reset["purdue_level"]) == ("Feeder 7 RTU", "rtu", 1)
     bad = tapwatch("devices", "edit", str(outstation["id"]), "--db", db, "--type", "toaster")
     assert bad.returncode == 2 and "unknown type 'toaster'" in bad.stderr
+
+
+def test_tables_print_wire_values_literally(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A MAC with ':ab:' is not an emoji code and a name with brackets is not markup."""
+    from click.testing import CliRunner
+    from scapy.layers.inet import IP, UDP
+    from scapy.layers.l2 import Ether
+
+    from detect_helpers import write
+    from tapwatch.cli import main
+
+    cap = write(tmp_path / "m.pcap", [Ether(src="02:ab:00:00:ab:01", dst="ff:ff:ff:ff:ff:ff")
+                                      / IP(src="10.9.9.9", dst="10.9.9.255") / UDP(sport=9, dport=9)])
+    db = str(tmp_path / "t.db")
+    assert CliRunner().invoke(main, ["analyze", str(cap), "--db", db]).exit_code == 0
+    devices = json.loads(CliRunner().invoke(main, ["devices", "list", "--db", db, "--format",
+                                                   "json"]).output)
+    CliRunner().invoke(main, ["devices", "edit", str(devices[0]["id"]), "--name", "[red]line 1[/red]",
+                              "--db", db])
+    table = CliRunner().invoke(main, ["devices", "list", "--db", db]).output
+    assert "02:ab:00:00:ab:01" in table and "[red]line 1[/red]" in table
+    shown = CliRunner().invoke(main, ["devices", "show", str(devices[0]["id"]), "--db", db]).output
+    assert "[red]line 1[/red]" in shown

@@ -321,3 +321,23 @@ def test_detection_on_postgresql(pg_url, tmp_path) -> None:
         assert len(programming) == 1 and programming[0]["count"] == 2  # one alert, seen twice
     finally:
         engine.dispose()
+
+
+def test_analyze_forwards_new_alerts_to_a_syslog_receiver(tmp_path) -> None:
+    """End to end: a forwarding rule, then an analysis whose alerts reach a real UDP syslog
+    listener on loopback as CEF."""
+    import socket
+
+    db = tmp_path / "t.db"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.settimeout(10)
+        port = listener.getsockname()[1]
+        r = CliRunner().invoke(main, ["forwarding", "add", "siem", "--action", "syslog", "--host",
+                                      "127.0.0.1", "--port", str(port), "--min-severity", "medium",
+                                      "--db", str(db)])
+        assert r.exit_code == 0, r.output
+        (result,) = run(db, CAPTURES / "zeek__nmap-vsn.pcap")
+        message = listener.recv(65536).decode()
+    assert result.forwarding and "1 sent" in result.forwarding
+    assert "CEF:0|" in message and "arp_scan" in message

@@ -51,6 +51,7 @@ class FileResult:
     events: int = 0
     stats: inventory.IngestStats = field(default_factory=inventory.IngestStats)
     detection: DetectStats | None = None
+    forwarding: str | None = None  # what was sent to the SIEM rules (None: nothing to send)
 
 
 @dataclass
@@ -107,6 +108,8 @@ class Analyzer:
                     result.status = "duplicate"
                     return result
                 self._analyze(reader, result, size, head)
+            if result.detection and (result.detection.raised or result.detection.updated):
+                self._forward(result)
         except CaptureError as e:
             result.status, result.error = "error", str(e)
         except OSError as e:
@@ -114,6 +117,18 @@ class Analyzer:
         finally:
             result.seconds = time.perf_counter() - started
         return result
+
+    def _forward(self, result: FileResult) -> None:
+        """Send new alerts to the forwarding rules, after the analysis is committed (a SIEM
+        that is down must not hold the inventory back; the rules retry next time)."""
+        from tapwatch.integrations.forwarding import forward_new_alerts
+
+        with self.sessions.begin() as s:
+            report = forward_new_alerts(s)
+        if report.rules:
+            result.forwarding = report.summary()
+            if report.failed:
+                result.warnings.append(CaptureWarning(result.path, report.summary()))
 
     def _seen_before(self, size: int, head: str, path: str | Path) -> bool:
         with self.sessions() as s:

@@ -14,9 +14,10 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 from sqlalchemy import select
 
-from tapwatch import __version__
+from tapwatch import __version__, terminal
 from tapwatch.analyze import Analyzer, RunSummary
 from tapwatch.capture import iter_capture_files
 from tapwatch.dissect.base import EVENT_TYPES
@@ -26,6 +27,7 @@ from tapwatch.store.alert_models import Alert
 from tapwatch.store.db import open_engine, sessions
 from tapwatch.store.identity import EDITABLE, refresh_identity
 from tapwatch.store.models import Device
+from tapwatch.terminal import print_table
 
 FORMATS = click.Choice(["table", "json", "csv"])
 db_option = click.option(
@@ -222,15 +224,7 @@ def print_devices(rows: list[dict[str, Any]]) -> None:
             r["model"] or "", system, ",".join(map(str, r["vlans"])), _brief(r["protocols"]),
             f"{r['packets_sent'] + r['packets_received']:,}", _short_time(r["last_seen"]),
         )
-    _wide(table)
-
-
-def _wide(table: Table) -> None:
-    """Print a table at its natural width when writing to a file or pipe, so no column is cut."""
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=250)  # the table takes only the width it needs
-    console.print(table)
+    print_table(table)
 
 
 @devices.command("edit")
@@ -289,9 +283,9 @@ def devices_show(device_id: int, db: str | None, fmt: str) -> None:
 
 
 def print_device(row: dict[str, Any]) -> None:
-    out = Console(width=max(120, Console().width))
+    out = terminal.console(width=max(120, Console().width))  # wire values printed as they are
     title = row["name"] or row["ip"] or row["mac"] or f"device {row['id']}"
-    out.print(f"[bold]{title}[/bold]  (id {row['id']})")
+    out.print(Text(title, style="bold") + Text(f"  (id {row['id']})"))
     fields = [("MAC", row["mac"]), ("IP", ", ".join(row["ips"])), ("VLANs", row["vlans"]),
               ("Vendor", row["vendor"]), ("Type", row["type"]), ("Class", row.get("class")),
               ("Model", row["model"]), ("OS", row["os"]), ("Firmware", row["firmware"]),
@@ -345,7 +339,7 @@ def connections_list(db: str | None, fmt: str) -> None:
                 r["transport"], str(r["server_port"]), r["protocol"], f"{r['packets']:,}",
                 f"{r['bytes']:,}", _short_time(r["first_seen"]), _short_time(r["last_seen"]),
             )
-        _wide(table)
+        print_table(table)
 
 
 # -- events -----------------------------------------------------------------------------------
@@ -384,7 +378,7 @@ def events_list(db: str | None, fmt: str, kind: str | None) -> None:
     for r in flat:
         table.add_row(_short_time(r["time"]), r["type"], r["protocol"], r["source_ip"] or "",
                       r["destination_ip"] or "", str(r["count"]), str(r["packet"]), r["details"])
-    _wide(table)
+    print_table(table)
 
 
 # -- demo -------------------------------------------------------------------------------------

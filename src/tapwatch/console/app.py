@@ -21,6 +21,7 @@ from tapwatch.console import api, auth, pages, retention
 from tapwatch.console.api import metrics as metrics_route
 from tapwatch.console.queries import QueryError
 from tapwatch.console.web import HERE, render
+from tapwatch.integrations.forwarding import forwarding_loop
 from tapwatch.integrations.metrics import LatencyMiddleware
 from tapwatch.store.db import sessions
 from tapwatch.store.device_admin import AdminError, NotFound
@@ -86,13 +87,15 @@ def _error(request: Request, status: int, detail: Any, headers: dict[str, str] |
 
 
 def create_app(engine: Engine, *, background: bool = False, secure_cookies: bool | None = None) -> FastAPI:
-    """The console over `engine` (already migrated). `background` runs the retention job."""
+    """The console over `engine` (already migrated). `background` runs the retention job and
+    forwards new alerts to the SIEM rules every minute."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        task = asyncio.create_task(_retention_loop(app)) if background else None
+        tasks = [asyncio.create_task(_retention_loop(app)),
+                 asyncio.create_task(forwarding_loop(app.state.sessions, 60))] if background else []
         yield
-        if task is not None:
+        for task in tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task

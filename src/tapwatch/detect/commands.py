@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table
 from sqlalchemy import func, select
 
@@ -24,6 +23,7 @@ from tapwatch.store.db import open_engine, sessions
 from tapwatch.store.detect_models import BaselineEntry, Exclusion, Indicator
 from tapwatch.store.inventory import iso
 from tapwatch.store.models import Device
+from tapwatch.terminal import print_table
 
 db_option = click.option("--db", "db", envvar="TAPWATCH_DB", default=None, metavar="PATH|URL",
                          help="Inventory database (default ./tapwatch.db; env TAPWATCH_DB).")
@@ -77,7 +77,7 @@ def alerts_list(db: str | None, fmt: str, status: str | None, severity: str | No
             table.add_row(str(r["id"]), r["severity"], r["status"], r["type"], str(r["count"]),
                           (r["first_detected"] or "")[:19], _who(r["source"]), _who(r["destination"]),
                           r["protocol"] or "")
-        Console(width=200).print(table)
+        print_table(table)
         click.echo(f"{len(rows)} alert{'s' if len(rows) != 1 else ''}")
 
 

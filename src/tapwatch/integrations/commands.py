@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table
 
 from tapwatch.store.alert_models import SEVERITIES
 from tapwatch.store.db import open_engine, sessions
 from tapwatch.store.integration_models import ACTIONS, ForwardingRule
+from tapwatch.terminal import print_table
 
 db_option = click.option(
     "--db", "db", envvar="TAPWATCH_DB", default=None, metavar="PATH|URL",
@@ -26,13 +26,6 @@ db_option = click.option(
 def _fail(message: str, code: int = 2) -> None:
     click.echo(f"tapwatch: error: {message}", err=True)
     sys.exit(code)
-
-
-def _print(table: Table) -> None:
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=250)
-    console.print(table)
 
 
 # -- zeek (called by `tapwatch analyze --zeek-logs DIR`) ----------------------------------------
@@ -146,7 +139,7 @@ def forwarding_list(db: str | None, fmt: str) -> None:
                         + [f"protocol:{p}" for p in r["protocols"]])
         table.add_row(str(r["id"]), r["name"], "yes" if r["enabled"] else "no", r["action"], target, cond,
                       str(r["delivered"]), str(r["backlog"]), r["last_error"] or "")
-    _print(table)
+    print_table(table)
 
 
 @forwarding.command("remove")

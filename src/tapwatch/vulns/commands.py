@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table
 from sqlalchemy.engine import Engine
 
 from tapwatch import clock
 from tapwatch.store.db import open_engine, sessions
 from tapwatch.store.models import Device
+from tapwatch.terminal import print_table
 from tapwatch.vulns import findings as findings_mod
 from tapwatch.vulns import importer, matcher, recommendations, report, risk
 
@@ -37,13 +37,6 @@ weights_option = click.option(
 def _fail(message: str, code: int = 2) -> None:
     click.echo(f"tapwatch: error: {message}", err=True)
     sys.exit(code)
-
-
-def _print(table: Table) -> None:
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=250)
-    console.print(table)
 
 
 def _csv(rows: list[dict[str, Any]], columns: list[str]) -> None:
@@ -148,7 +141,7 @@ def vulns_list(db: str | None, device_id: int | None, fmt: str) -> None:
                       r["cve"], "" if r["cvss_score"] is None else f"{r['cvss_score']:.1f} {r['severity']}",
                       "yes" if r["kev"] else "", r["confidence"], r["affected_versions"],
                       (r["remediation"] or "")[:200])
-    _print(table)
+    print_table(table)
 
 
 # -- recommendations ------------------------------------------------------------------------
@@ -187,7 +180,7 @@ def recommendations_list(db: str | None, fmt: str) -> None:
         devices = "; ".join(f"{d['ip'] or d['device_id']}: {', '.join(d['reasons'])}"
                             for d in r["unhealthy"][:5]) + (" …" if r["unhealthy_count"] > 5 else "")
         table.add_row(r["title"], r["severity"], str(r["unhealthy_count"]), str(r["healthy_count"]), devices)
-    _print(table)
+    print_table(table)
 
 
 # -- risk -----------------------------------------------------------------------------------
@@ -241,7 +234,7 @@ def risk_command(db: str | None, by_site: bool, fmt: str, weights: str | None) -
             table.add_row(str(d["device_id"]), d["ip"] or "", d["name"] or "", d["type"] or "",
                           d["vendor"] or "", str(d["score"]), d["band"], str(d["cves"]),
                           "; ".join(d["reasons"]))
-    _print(table)
+    print_table(table)
 
 
 # -- report ---------------------------------------------------------------------------------

@@ -1,16 +1,15 @@
-"""Alerts: list, get, change status (new / active / closed), audited.
-
-The detection engine (issue 10) adds "learn", "mute" and the pcap download here, as routes
-of their own declaring rbac.ALERTS_WRITE / rbac.ALERTS_READ; see ALERT_ACTIONS below.
-"""
+"""Alerts: list, get, change status (new / active / closed), learn, mute, and download the
+triggering packets as pcap; every change audited."""
 
 # ruff: noqa: B008  (FastAPI declares parameters with Depends/Query/Form defaults)
 
 from __future__ import annotations
 
+import io
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
@@ -19,30 +18,28 @@ from tapwatch.console import queries, rbac
 from tapwatch.console.api.plans import entitled
 from tapwatch.console.rbac import Principal, require
 from tapwatch.console.web import actor, tx
+from tapwatch.detect import alerts as lifecycle
+from tapwatch.detect.pcap import ExcerptError, write_excerpt
 from tapwatch.store.alert_models import SEVERITIES, STATUSES, Alert
 from tapwatch.store.console_models import audit, utcnow
-from tapwatch.store.inventory import iso
 
 # every alert route needs a plan in force on the subscription asked for (tapwatch.plans)
 router = APIRouter(tags=["alerts"], dependencies=[Depends(entitled("alerts"))])
 
-# Actions beyond a status change, shown on the alert page when registered here:
-# name -> (label, permission); the page posts to /alerts/{id}/{name}. The detection engineer
-# registers "learn", "mute" and "pcap"
-# together with their routes; until then the page shows none (no buttons that do nothing).
-ALERT_ACTIONS: dict[str, tuple[str, str]] = {}
+# Actions beyond a status change, shown on the alert page: name -> (label, permission);
+# the page posts to /alerts/{id}/{name}.
+ALERT_ACTIONS: dict[str, tuple[str, str]] = {
+    "learn": ("Learn (make this traffic normal)", rbac.ALERTS_WRITE),
+    "mute": ("Mute", rbac.ALERTS_WRITE),
+    "pcap": ("Download pcap", rbac.ALERTS_READ),
+}
 
 
 def alert_json(a: Alert) -> dict[str, Any]:
-    return {
-        "id": a.id, "type": a.type, "title": a.title, "engine": a.engine, "severity": a.severity,
-        "category": a.category, "mitre": a.mitre, "status": a.status, "protocol": a.protocol,
-        "count": a.count, "first_detected": iso(a.first_detected), "last_detected": iso(a.last_detected),
-        "source": {"device_id": a.src_device_id, "mac": a.src_mac, "ip": a.src_ip},
-        "destination": {"device_id": a.dst_device_id, "mac": a.dst_mac, "ip": a.dst_ip},
-        "sensor": a.sensor, "details": a.details, "evidence": a.evidence,
-        "closed_at": iso(a.closed_at), "closed_reason": a.closed_reason,
-    }
+    """The CLI's JSON contract, with a destination object even when there is none."""
+    row = lifecycle.alert_json(a)
+    row["destination"] = row["destination"] or {"device_id": None, "mac": None, "ip": None}
+    return row
 
 
 def alert_conditions(status: str | None, severity: str | None, type_: str | None,
@@ -124,6 +121,65 @@ def change_status(s: Session, ids: list[int], status: str, who: str) -> list[int
         audit(s, who, "alert.status", "alert", a.id, old=old, new=status, title=a.title)
         changed.append(a.id)
     return changed
+
+
+def _alert(s: Session, alert_id: int) -> Alert:
+    a = s.get(Alert, alert_id)
+    if a is None:
+        raise HTTPException(404, f"no alert with id {alert_id}")
+    return a
+
+
+def learn_alert(s: Session, alert_id: int, who: str) -> dict[str, Any]:
+    a = _alert(s, alert_id)
+    old = a.status
+    added = lifecycle.learn(s, a)
+    audit(s, who, "alert.learn", "alert", a.id, old=old, new="closed", title=a.title, baseline_added=added)
+    return {"id": a.id, "status": a.status, "closed_reason": a.closed_reason, "baseline_added": added}
+
+
+def mute_alert(s: Session, alert_id: int, who: str) -> dict[str, Any]:
+    a = _alert(s, alert_id)
+    old = a.status
+    lifecycle.mute(a)
+    audit(s, who, "alert.mute", "alert", a.id, old=old, new="closed", title=a.title)
+    return {"id": a.id, "status": a.status, "closed_reason": a.closed_reason}
+
+
+def pcap_of(s: Session, alert_id: int) -> Response:
+    """The triggering packets as a pcap download (409 when the capture is gone)."""
+    a = _alert(s, alert_id)
+    out = io.BytesIO()
+    try:
+        write_excerpt(s, a, out)
+    except ExcerptError as e:
+        raise HTTPException(409, str(e)) from None
+    return Response(out.getvalue(), media_type="application/vnd.tcpdump.pcap",
+                    headers={"Content-Disposition": f'attachment; filename="alert-{a.id}.pcap"'})
+
+
+@router.post("/alerts/{alert_id}/learn")
+def learn(request: Request, alert_id: int,
+          who: Principal = Depends(require(rbac.ALERTS_WRITE))) -> dict[str, Any]:
+    """Close the alert and add its traffic to the baseline."""
+    with tx(request) as s:
+        return learn_alert(s, alert_id, actor(who))
+
+
+@router.post("/alerts/{alert_id}/mute")
+def mute(request: Request, alert_id: int,
+         who: Principal = Depends(require(rbac.ALERTS_WRITE))) -> dict[str, Any]:
+    """Close the alert without learning."""
+    with tx(request) as s:
+        return mute_alert(s, alert_id, actor(who))
+
+
+@router.get("/alerts/{alert_id}/pcap")
+def pcap(request: Request, alert_id: int,
+         _: Principal = Depends(require(rbac.ALERTS_READ))) -> Response:
+    """The packets behind the alert (pcap)."""
+    with tx(request) as s:
+        return pcap_of(s, alert_id)
 
 
 @router.post("/alerts/status")

@@ -11,7 +11,15 @@ from fastapi.responses import RedirectResponse, Response
 from sqlalchemy import select
 
 from tapwatch.console import rbac
-from tapwatch.console.api.alerts import ALERT_ACTIONS, alert_conditions, change_status, page_alerts
+from tapwatch.console.api.alerts import (
+    ALERT_ACTIONS,
+    alert_conditions,
+    change_status,
+    learn_alert,
+    mute_alert,
+    page_alerts,
+    pcap_of,
+)
 from tapwatch.console.rbac import Principal, require
 from tapwatch.console.web import actor, render, tx
 from tapwatch.store.alert_models import SEVERITIES, STATUSES, Alert
@@ -69,3 +77,27 @@ def alert_page(request: Request, alert_id: int, msg: str | None = Query(None, ma
     actions = {k: v for k, v in ALERT_ACTIONS.items() if who.can(v[1])}
     return render(request, "alert.html", nav="alerts", a=a, devices=devices, history=history,
                   statuses=STATUSES, actions=actions, msg=msg)
+
+
+@router.post("/alerts/{alert_id}/learn")
+def learn_page(request: Request, alert_id: int,
+               who: Principal = Depends(require(rbac.ALERTS_WRITE))) -> Response:
+    with tx(request) as s:
+        done = learn_alert(s, alert_id, actor(who))
+    text = f"learned: closed, {done['baseline_added']} baseline entries added"
+    return RedirectResponse(f"/alerts/{alert_id}?msg={quote(text)}", status_code=303)
+
+
+@router.post("/alerts/{alert_id}/mute")
+def mute_page(request: Request, alert_id: int,
+              who: Principal = Depends(require(rbac.ALERTS_WRITE))) -> Response:
+    with tx(request) as s:
+        mute_alert(s, alert_id, actor(who))
+    return RedirectResponse(f"/alerts/{alert_id}?msg={quote('muted: closed')}", status_code=303)
+
+
+@router.post("/alerts/{alert_id}/pcap")
+def pcap_page(request: Request, alert_id: int,
+              _: Principal = Depends(require(rbac.ALERTS_READ))) -> Response:
+    with tx(request) as s:
+        return pcap_of(s, alert_id)
