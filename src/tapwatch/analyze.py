@@ -140,7 +140,7 @@ class Analyzer:
     def _analyze(self, reader: CaptureReader, result: FileResult, size: int, head: str) -> None:
         decoder = Decoder()
         agg = Aggregator()
-        stage = DissectStage() if self.dissect else None
+        stage = DissectStage(signals=self.detect) if self.dissect else None
         skipped: Counter[tuple[int, int]] = Counter()  # (status, link type) -> packets
         first_ns: int | None = None
         last_ns: int | None = None

@@ -63,8 +63,9 @@ class DissectResults:
 class DissectStage:
     """Runs the registered dissectors over the packets the selector picks."""
 
-    def __init__(self, only: list[Dissector] | None = None) -> None:
+    def __init__(self, only: list[Dissector] | None = None, signals: bool = True) -> None:
         self.dissectors = only if only is not None else dissectors()
+        self.keep_signals = signals  # only detection reads them
         self.by_tcp: dict[int, list[Dissector]] = defaultdict(list)
         self.by_udp: dict[int, list[Dissector]] = defaultdict(list)
         self.by_eth: dict[int, list[Dissector]] = defaultdict(list)
@@ -249,7 +250,9 @@ class DissectStage:
                 st.last_ns = max(st.last_ns, pkt.ts_ns)
                 st.count += 1
                 st.confidence = max(st.confidence, confidence)
-        for records, happenings in ((res.events, ev.events), (res.signals, ev.signals)):
+        kinds = ((res.events, ev.events), (res.signals, ev.signals)) if self.keep_signals \
+            else ((res.events, ev.events),)
+        for records, happenings in kinds:
             for about, kind, details in happenings:
                 s, d = (src, dst or ("", pkt.dst_ip)) if about == "src" else (dst or ("", ""), src)
                 record = EventRecord(pkt.ts_ns, pkt.number, s, d, source, kind, details,
