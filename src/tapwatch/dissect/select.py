@@ -85,12 +85,33 @@ def _flow_budget(keys, counts, used, h, budget):
     return counts[s] <= budget
 
 
+PREFIX_SLOTS = 256  # open-addressing set of the 4-byte message starts (a few dozen)
+
+
+def prefix_set(prefixes: list[int]) -> np.ndarray:
+    """The prefixes as a hash set the selector probes once or twice per TCP payload."""
+    table = np.zeros(PREFIX_SLOTS, dtype=np.int64)
+    for w in prefixes:
+        s = _prefix_slot.py_func(w)  # the same slot, without compiling anything yet
+        while table[s] != 0:
+            s = (s + 1) & (PREFIX_SLOTS - 1)
+        table[s] = w
+    return table
+
+
+@njit(cache=True, inline="always")
+def _prefix_slot(w):
+    return ((w * 0x9E3779B1) >> 16) & (PREFIX_SLOTS - 1)
+
+
 @njit(cache=True, inline="always")
 def _has_prefix(buf, po, prefixes):
     w = (np.int64(buf[po]) << 24) | (np.int64(buf[po + 1]) << 16) | (np.int64(buf[po + 2]) << 8) | buf[po + 3]
-    for j in range(prefixes.shape[0]):
-        if prefixes[j] == w:
+    s = _prefix_slot(w)
+    while prefixes[s] != 0:
+        if prefixes[s] == w:
             return True
+        s = (s + 1) & (PREFIX_SLOTS - 1)
     return False
 
 

@@ -95,7 +95,7 @@ class DissectStage:
                 self.syn.append(d)
             for prefix in d.tcp_prefixes:
                 self.by_prefix[prefix].append(d)
-        prefixes = np.array([int.from_bytes(p, "big") for p in self.by_prefix], dtype=np.int64)
+        prefixes = sel.prefix_set([int.from_bytes(p, "big") for p in self.by_prefix])
         self.tables = (tcp, tcp_all, udp, eth, proto, bool(self.syn), prefixes,
                        *self._novelty_masks())
         self.keep = np.zeros(sel.MASKED_WORDS, dtype=np.int64)  # the selector's byte masks
