@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+DEMO_PORT ?= 8080
 SYSTEM_STAMP := $(VENV)/.system-stamp
 export TAPWATCH_TEST_PG_URL ?= postgresql+psycopg://postgres:postgres@127.0.0.1:5432/test
 
@@ -23,8 +24,12 @@ system-deps: $(SYSTEM_STAMP)
 postgres: $(SYSTEM_STAMP)
 	bash scripts/ensure-postgres.sh
 
+# the example site's inventory and alerts, then the console serving it (Ctrl-C stops it)
 demo: $(STAMP)
 	$(BIN)/tapwatch demo --dir demo
+	@echo
+	@echo "console: log in as 'owner' with the password printed below (DEMO_PORT=$(DEMO_PORT))"
+	$(BIN)/tapwatch serve --db demo/tapwatch.db --port $(DEMO_PORT)
 
 test: $(STAMP) postgres
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
