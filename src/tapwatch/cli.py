@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import importlib
 import json
 import sys
 import time
@@ -43,7 +44,48 @@ def fail(message: str, code: int = 2) -> None:
     sys.exit(code)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """A group whose later commands live in their own packages and load on first use."""
+
+    def __init__(self, *args: Any, lazy: dict[str, str] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = lazy or {}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.lazy and name not in self.commands:
+            module, attribute = self.lazy[name].split(":")
+            self.add_command(getattr(importlib.import_module(module), attribute), name)
+        return super().get_command(ctx, name)
+
+
+# command -> "module:attribute" of the packages that add commands
+LATER_COMMANDS = {
+    "alerts": "tapwatch.detect.commands:alerts_group",
+    "learning": "tapwatch.detect.commands:learning_group",
+    "indicators": "tapwatch.detect.commands:indicators_group",
+    "exclusions": "tapwatch.detect.commands:exclusions_group",
+    "vulns": "tapwatch.vulns.commands:vulns",
+    "recommendations": "tapwatch.vulns.commands:recommendations_group",
+    "risk": "tapwatch.vulns.commands:risk_command",
+    "report": "tapwatch.vulns.commands:report_group",
+    "serve": "tapwatch.console.commands:serve",
+    "users": "tapwatch.console.commands:users",
+    "retention": "tapwatch.console.commands:retention",
+    "support": "tapwatch.console.commands:support",
+    "subscriptions": "tapwatch.plans.commands:subscriptions_group",
+    "plans": "tapwatch.plans.commands:plans_group",
+    "endpoints": "tapwatch.plans.commands:endpoints_group",
+    "forwarding": "tapwatch.integrations.commands:forwarding",
+    "export": "tapwatch.integrations.commands:export",
+    "cmdb": "tapwatch.integrations.commands:cmdb",
+    "metrics": "tapwatch.integrations.commands:metrics_command",
+}
+
+
+@click.group(cls=LazyGroup, lazy=LATER_COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="tapwatch")
 def main() -> None:
     """tapwatch: agentless IoT/OT network security monitor."""
@@ -418,37 +460,8 @@ def demo(directory: str) -> None:
     click.echo(f"            tapwatch serve --db {db}             # the console in a browser")
 
 
-# -- command groups of later capabilities, each defined in its own package ---------------
-
-from tapwatch.console.commands import retention, serve, support, users  # noqa: E402
-
-main.add_command(serve)
-main.add_command(users)
-main.add_command(retention)
-main.add_command(support)
-
-from tapwatch.vulns.commands import recommendations_group, report_group, risk_command, vulns  # noqa: E402
-
-main.add_command(vulns)
-main.add_command(recommendations_group)
-main.add_command(risk_command)
-main.add_command(report_group)
-
-from tapwatch.plans.commands import endpoints_group, plans_group, subscriptions_group  # noqa: E402
-
-main.add_command(subscriptions_group)
-main.add_command(plans_group)
-main.add_command(endpoints_group)
-
-from tapwatch.detect.commands import COMMANDS as DETECTION_COMMANDS  # noqa: E402
-
-for _group in DETECTION_COMMANDS:
-    main.add_command(_group)
-
-from tapwatch.integrations.commands import COMMANDS as INTEGRATION_COMMANDS  # noqa: E402
-
-for _command in INTEGRATION_COMMANDS:
-    main.add_command(_command)
+# -- command groups of later capabilities: imported when used, so `tapwatch analyze` does
+# not pay for the console's web stack
 
 
 if __name__ == "__main__":
