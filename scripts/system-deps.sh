@@ -11,6 +11,9 @@ command -v pg_ctlcluster >/dev/null || need+=(postgresql)
 [ -f /usr/share/ieee-data/oui.csv ] || need+=(ieee-data)   # MAC vendor registry (identification)
 [ -f /etc/p0f/p0f.fp ] || need+=(p0f)                      # TCP SYN signatures (identification)
 [ -x /usr/bin/chromium ] || need+=(chromium)               # browser tests of the console (Playwright)
+command -v ip >/dev/null || need+=(iproute2)                # live sensor tests: netns + veth
+command -v tcpdump >/dev/null || need+=(tcpdump)           # sensor --bpf compiles filters; live benchmark peer
+command -v tcpreplay >/dev/null || need+=(tcpreplay)       # live benchmark traffic
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "missing system packages: ${need[*]} (run as root or install them)" >&2

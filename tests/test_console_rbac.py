@@ -125,3 +125,9 @@ def test_role_matrix(world) -> None:  # type: ignore[no-untyped-def]
 def test_roles_as_the_issue_describes_them(role, permission,  # type: ignore[no-untyped-def]
                                            expected) -> None:
     assert rbac.allowed(role, permission) is expected
+
+
+def test_cli_role_choices_are_the_console_roles() -> None:
+    from tapwatch.console.commands import ROLE_CHOICE
+
+    assert tuple(ROLE_CHOICE.choices) == ROLES

@@ -82,6 +82,8 @@ LATER_COMMANDS = {
     "export": "tapwatch.integrations.commands:export",
     "cmdb": "tapwatch.integrations.commands:cmdb",
     "metrics": "tapwatch.integrations.commands:metrics_command",
+    "sensor": "tapwatch.sensor.commands:sensor",
+    "sensors": "tapwatch.sensor.commands:sensors",
 }
 
 

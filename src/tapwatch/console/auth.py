@@ -156,6 +156,9 @@ def authenticate(request: Request) -> Principal | None:
     with db.begin() as s:
         if header.lower().startswith("bearer "):
             token = header[7:].strip()
+            if token.startswith("tws_"):  # a sensor's token: its own principal, upload only
+                from tapwatch.console.api.sensors import sensor_principal
+                return sensor_principal(s, token)
             row = s.execute(select(ApiToken, User).join(User, User.id == ApiToken.user_id)
                             .where(ApiToken.token_hash == digest(token))).first()
             if row is None or row[0].revoked or row[1].disabled:

@@ -8,9 +8,16 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import click
+
+# the console's roles (tapwatch.store.console_models.ROLES), spelled out so --help stays fast
+ROLE_CHOICE = click.Choice(["security_reader", "security_analyst", "security_admin", "contributor",
+                            "owner", "global_admin"])
 
 db_options = [
     click.option("--db", "db", envvar="TAPWATCH_DB", default=None, metavar="PATH|URL",
@@ -39,6 +46,20 @@ def _fail(message: str) -> None:
     sys.exit(2)
 
 
+@contextmanager
+def _user_transaction(db: str | None, database_url: str | None) -> Iterator[Any]:
+    """A transaction for the `users` commands: an AuthError (no such user, weak password, last
+    owner) rolls it back and ends the command with its message instead of a traceback."""
+    from tapwatch.console import auth
+    from tapwatch.store.db import sessions
+
+    try:
+        with sessions(_engine(db, database_url)).begin() as s:
+            yield s
+    except auth.AuthError as e:
+        _fail(str(e))
+
+
 def default_log_file(db: str | None, database_url: str | None) -> Path:
     """Next to a SQLite database, else in the working directory."""
     from tapwatch.store.db import database_url as resolve
@@ -57,8 +78,12 @@ def default_log_file(db: str | None, database_url: str | None) -> Path:
               help="Console log (default: tapwatch-console.log next to the database).")
 @click.option("--secure-cookies/--no-secure-cookies", default=None,
               help="Mark cookies Secure (default: when the request came over https).")
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Serve HTTPS with this certificate (PEM); needs --tls-key.")
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Private key (PEM) of --tls-cert.")
 def serve(db: str | None, database_url: str | None, host: str, port: int, log_file: Path | None,
-          secure_cookies: bool | None) -> None:
+          secure_cookies: bool | None, tls_cert: str | None, tls_key: str | None) -> None:
     """Serve the console (web UI and REST API under /api/v1)."""
     import uvicorn
 
@@ -78,9 +103,14 @@ def serve(db: str | None, database_url: str | None, host: str, port: int, log_fi
     if created:
         click.echo(f"first start: created user {created[0]!r} with password {created[1]}")
         click.echo("  (shown only this once; change it with `tapwatch users set-password`)")
-    click.echo(f"tapwatch console on http://{host}:{port}/  (API: /api/v1, OpenAPI: /api/v1/openapi.json)")
+    if bool(tls_cert) != bool(tls_key):
+        raise click.UsageError("--tls-cert and --tls-key go together")
+    scheme = "https" if tls_cert else "http"
+    click.echo(f"tapwatch console on {scheme}://{host}:{port}/  "
+               "(API: /api/v1, OpenAPI: /api/v1/openapi.json)")
     app = create_app(engine, background=True, secure_cookies=secure_cookies)
-    uvicorn.run(app, host=host, port=port, log_level="info", proxy_headers=True)
+    uvicorn.run(app, host=host, port=port, log_level="info", proxy_headers=True,
+                ssl_certfile=tls_cert, ssl_keyfile=tls_key)
 
 
 @click.group()
@@ -92,22 +122,17 @@ def users() -> None:
 @click.argument("username")
 @with_db
 @click.option("--role", default="security_reader", show_default=True,
-              type=click.Choice(["security_reader", "security_analyst", "security_admin", "contributor",
-                                 "owner", "global_admin"]))
+              type=ROLE_CHOICE)
 @click.option("--password", default=None, help="Default: generate one and print it once.")
 def users_add(username: str, db: str | None, database_url: str | None, role: str,
               password: str | None) -> None:
     """Add a user."""
     from tapwatch.console import auth
-    from tapwatch.store.db import sessions
 
     generated = password is None
     password = password or auth.generate_password()
-    try:
-        with sessions(_engine(db, database_url)).begin() as s:
-            auth.add_user(s, username, password, role, actor="cli")
-    except auth.AuthError as e:
-        _fail(str(e))
+    with _user_transaction(db, database_url) as s:
+        auth.add_user(s, username, password, role, actor="cli")
     click.echo(f"added {username} ({role})" + (f"; password: {password}" if generated else ""))
 
 
@@ -135,19 +160,14 @@ def users_list(db: str | None, database_url: str | None, fmt: str) -> None:
 
 @users.command("set-role")
 @click.argument("username")
-@click.argument("role", type=click.Choice(["security_reader", "security_analyst", "security_admin",
-                                           "contributor", "owner", "global_admin"]))
+@click.argument("role", type=ROLE_CHOICE)
 @with_db
 def users_set_role(username: str, role: str, db: str | None, database_url: str | None) -> None:
     """Change a user's role."""
     from tapwatch.console import auth
-    from tapwatch.store.db import sessions
 
-    try:
-        with sessions(_engine(db, database_url)).begin() as s:
-            auth.set_role(s, auth.find_user(s, username), role, actor="cli")
-    except auth.AuthError as e:
-        _fail(str(e))
+    with _user_transaction(db, database_url) as s:
+        auth.set_role(s, auth.find_user(s, username), role, actor="cli")
     click.echo(f"{username}: {role}")
 
 
@@ -158,13 +178,9 @@ def users_set_role(username: str, role: str, db: str | None, database_url: str |
 def users_set_password(username: str, db: str | None, database_url: str | None, password: str) -> None:
     """Set a user's password (ends their browser sessions)."""
     from tapwatch.console import auth
-    from tapwatch.store.db import sessions
 
-    try:
-        with sessions(_engine(db, database_url)).begin() as s:
-            auth.set_password(s, auth.find_user(s, username), password, actor="cli")
-    except auth.AuthError as e:
-        _fail(str(e))
+    with _user_transaction(db, database_url) as s:
+        auth.set_password(s, auth.find_user(s, username), password, actor="cli")
     click.echo(f"{username}: password changed")
 
 
@@ -175,13 +191,9 @@ def users_set_password(username: str, db: str | None, database_url: str | None, 
 def users_token(username: str, db: str | None, database_url: str | None, name: str) -> None:
     """Issue an API token for a user; it is printed once (only its hash is stored)."""
     from tapwatch.console import auth
-    from tapwatch.store.db import sessions
 
-    try:
-        with sessions(_engine(db, database_url)).begin() as s:
-            token = auth.issue_token(s, auth.find_user(s, username), name, actor="cli")
-    except auth.AuthError as e:
-        _fail(str(e))
+    with _user_transaction(db, database_url) as s:
+        token = auth.issue_token(s, auth.find_user(s, username), name, actor="cli")
     click.echo(token)
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlencode
 
-from fastapi import Request
+from fastapi import HTTPException, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.orm import Session
@@ -16,6 +16,7 @@ from tapwatch import __version__
 from tapwatch.console import rbac
 from tapwatch.identify import taxonomy
 
+T = TypeVar("T")
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
 templates.env.globals.update(
@@ -42,6 +43,17 @@ templates.env.filters.update(time=_fmt_time, num=_fmt_int)
 def tx(request: Request) -> AbstractContextManager[Session]:
     """One transaction: committed when the block ends, rolled back on any error."""
     return request.app.state.sessions.begin()  # type: ignore[no-any-return]
+
+
+def get_or_404(s: Session, model: type[T], ident: int, what: str) -> T:
+    """The row of `model` with this id, else a 404 "no {what} with id {ident}".
+
+    API routes and pages refuse a missing id in the same words, whichever model it names.
+    """
+    row = s.get(model, ident)
+    if row is None:
+        raise HTTPException(404, f"no {what} with id {ident}")
+    return row
 
 
 def actor(principal: rbac.Principal | None) -> str:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import csv
 import ipaddress
-import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +26,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tapwatch import clock
+from tapwatch.records import canonical_mac, norm_key
 from tapwatch.store.console_models import audit
 from tapwatch.store.integration_models import CmdbRecord
 from tapwatch.store.models import Device
@@ -52,19 +52,14 @@ ALIASES: dict[str, dict[str, tuple[str, ...]]] = {
         "business_function": ("notes", "businessfunction"),
     },
 }
-_MAC_HEX = re.compile(r"[0-9a-f]{12}")
-
-
-def _norm(header: str) -> str:
-    return re.sub(r"[^a-z0-9]", "", header.lower())
 
 
 def normalize_mac(text: str) -> str:
     """'AA-BB-CC-DD-EE-FF', 'aabb.ccdd.eeff', 'aabbccddeeff' → 'aa:bb:cc:dd:ee:ff'."""
-    hexes = re.sub(r"[:\-. ]", "", text.strip().lower())
-    if not _MAC_HEX.fullmatch(hexes):
+    mac = canonical_mac(text)
+    if mac is None:
         raise ValueError(f"not a MAC address: {text[:40]!r}")
-    return ":".join(hexes[i:i + 2] for i in range(0, 12, 2))
+    return mac
 
 
 @dataclass
@@ -100,7 +95,7 @@ def parse(path: str | Path, fmt: str) -> tuple[list[dict[str, Any]], list[str]]:
         header = next(reader)
     except StopIteration:
         return [], [f"{where}: empty file"]
-    names = [_norm(h) for h in header]
+    names = [norm_key(h) for h in header]
     aliases = ALIASES[fmt]
     column: dict[str, int] = {}
     for fld in FIELDS:

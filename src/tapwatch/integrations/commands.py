@@ -260,10 +260,7 @@ def export_recommendations(db: str | None, fmt: str, output: str | None) -> None
     from tapwatch.integrations import exports
     from tapwatch.vulns import findings, matcher, recommendations
 
-    engine = open_engine(db)
-    with sessions(engine).begin() as s:
-        matcher.refresh(s)
-    with sessions(engine)() as s:
+    with matcher.refreshed(open_engine(db)) as s:
         results = recommendations.evaluate(findings.gather(s))
     if fmt == "json":
         _write(exports.to_json(results), output)
@@ -281,10 +278,7 @@ def export_vulnerabilities(db: str | None, fmt: str, output: str | None) -> None
     from tapwatch.vulns import matcher
     from tapwatch.vulns.commands import VULN_COLUMNS
 
-    engine = open_engine(db)
-    with sessions(engine).begin() as s:
-        matcher.refresh(s)
-    with sessions(engine)() as s:
+    with matcher.refreshed(open_engine(db)) as s:
         rows = matcher.list_matches(s)
     _write(exports.to_json(rows) if fmt == "json" else exports.to_csv(rows, VULN_COLUMNS), output)
 

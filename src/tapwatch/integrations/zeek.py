@@ -21,7 +21,7 @@ import ipaddress
 import json
 import re
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -291,6 +291,19 @@ def _protocol_of(service: Any, transport: str, port: int) -> str:
     return transport if transport in protocols.ID else "unknown"
 
 
+def _count_side(a: _Addr, end: int, sent: tuple[int, int], received: tuple[int, int], vlan: int) -> _Addr:
+    """Add one connection to one of its ends: a conn record counts the traffic of both
+    sides, which the originator sent and the responder received and the other way round."""
+    a.last_ns = max(a.last_ns, end)
+    a.packets_sent += sent[0]
+    a.bytes_sent += sent[1]
+    a.packets_received += received[0]
+    a.bytes_received += received[1]
+    if vlan:
+        a.vlans.add(vlan)
+    return a
+
+
 def _conn(c: _Collector, r: dict[str, Any], ts: int) -> None:
     orig, resp = _ip(r.get("id.orig_h")), _ip(r.get("id.resp_h"))
     transport = str(r.get("proto") or "").lower()
@@ -307,24 +320,9 @@ def _conn(c: _Collector, r: dict[str, Any], ts: int) -> None:
     protocol = _protocol_of(r.get("service"), transport, port)
     vlan = _int(r.get("vlan"))
     if orig:
-        a = c.addr(orig, ts)
-        a.last_ns = max(a.last_ns, end)
-        a.packets_sent += opk
-        a.bytes_sent += oby
-        a.packets_received += rpk
-        a.bytes_received += rby
-        if vlan:
-            a.vlans.add(vlan)
+        _count_side(c.addr(orig, ts), end, (opk, oby), (rpk, rby), vlan)
     if resp:
-        a = c.addr(resp, ts)
-        a.last_ns = max(a.last_ns, end)
-        a.packets_sent += rpk
-        a.bytes_sent += rby
-        a.packets_received += opk
-        a.bytes_received += oby
-        a.protocols.add(protocol)
-        if vlan:
-            a.vlans.add(vlan)
+        _count_side(c.addr(resp, ts), end, (rpk, rby), (opk, oby), vlan).protocols.add(protocol)
     if orig and resp and transport in IPPROTO:
         k = (orig, resp, transport, port)
         conn = c.conns.get(k)
@@ -444,25 +442,19 @@ def _bacnet_discovery(c: _Collector, r: dict[str, Any], ts: int) -> None:
     c.fact(ip, "bacnet_object_name", r.get("object_name"), "bacnet_discovery", ts, 0.8)
 
 
+# what each log kind contributes; the identity logs also name their kind as the facts' source
+_HANDLERS: dict[str, Callable[[_Collector, dict[str, Any], int], None]] = {
+    "conn": _conn, "dhcp": _dhcp, "dns": _dns, "http": _http, "known_hosts": _known_hosts,
+    "known_services": _known_services, "software": _software, "bacnet_discovery": _bacnet_discovery,
+}
+_IDENTITY_KINDS = ("cip_identity", "enip_list_identity")
+
+
 def _handle(c: _Collector, kind: str, r: dict[str, Any], ts: int) -> None:
-    if kind == "conn":
-        _conn(c, r, ts)
-    elif kind == "dhcp":
-        _dhcp(c, r, ts)
-    elif kind == "dns":
-        _dns(c, r, ts)
-    elif kind == "http":
-        _http(c, r, ts)
-    elif kind == "known_hosts":
-        _known_hosts(c, r, ts)
-    elif kind == "known_services":
-        _known_services(c, r, ts)
-    elif kind == "software":
-        _software(c, r, ts)
-    elif kind in ("cip_identity", "enip_list_identity"):
+    if kind in _IDENTITY_KINDS:
         _cip_identity(c, r, ts, kind)
-    elif kind == "bacnet_discovery":
-        _bacnet_discovery(c, r, ts)
+    elif kind in _HANDLERS:
+        _HANDLERS[kind](c, r, ts)
 
 
 # -- into the inventory ----------------------------------------------------------------------

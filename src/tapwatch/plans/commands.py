@@ -38,7 +38,7 @@ def _run(db: str | None, database_url: str | None, as_user: str | None,
     """Run `work(session, actor)` in one transaction; plan errors become one-line failures."""
     from tapwatch.plans import ledger
     from tapwatch.plans.access import CLI, PlanError, Refused, actor_for_user, transaction
-    from tapwatch.plans.records import FileError
+    from tapwatch.records import FileError
     from tapwatch.store.db import sessions
 
     maker = sessions(_engine(db, database_url))

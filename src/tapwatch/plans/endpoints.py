@@ -16,9 +16,9 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from tapwatch.plans.access import Actor
-from tapwatch.plans.records import normalize_ip as _ip
-from tapwatch.plans.records import normalize_mac as _mac
-from tapwatch.plans.records import read_table, split_list
+from tapwatch.records import normalize_ip as _ip
+from tapwatch.records import normalize_mac as _mac
+from tapwatch.records import read_table, split_list
 from tapwatch.store.console_models import audit, utcnow
 from tapwatch.store.models import Address, Device
 from tapwatch.store.plan_models import EndpointAgent

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from tapwatch.identify import taxonomy
 from tapwatch.plans.counting import COVERAGE_PARTS, address_exclusion, billable, part_of
-from tapwatch.plans.records import normalize_ip, normalize_mac, read_table
+from tapwatch.records import normalize_ip, normalize_mac, read_table
 from tapwatch.store.console_models import utcnow
 from tapwatch.store.models import Device
 from tapwatch.store.plan_models import EndpointAgent

@@ -50,7 +50,16 @@ class Device(Base):
     """One host: a unique MAC+IPv4 coupling, or a MAC (or an IP) alone when that is all there is."""
 
     __tablename__ = "devices"
-    __table_args__ = (UniqueConstraint("key_mac", "key_ip", name="uq_devices_key"),)
+    __table_args__ = (
+        UniqueConstraint("key_mac", "key_ip", name="uq_devices_key"),
+        # what the console's inventory filters, sorts and lists drop-down values by
+        Index("ix_devices_type", "type"),
+        Index("ix_devices_device_class", "device_class"),
+        Index("ix_devices_vendor", "vendor"),
+        Index("ix_devices_zone", "zone"),
+        Index("ix_devices_name", "name"),
+        Index("ix_devices_first_seen", "first_seen"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     key_mac: Mapped[str] = mapped_column(String(17))

@@ -12,9 +12,10 @@ from tapwatch.store import (  # noqa: F401 - importing registers the tables
     integration_models,
     models,
     plan_models,
+    sensor_models,
     vuln_models,
 )
 from tapwatch.store.models import Base
 
 __all__ = ["Base", "alert_models", "console_models", "detect_models", "integration_models", "models",
-           "plan_models", "vuln_models"]
+           "plan_models", "sensor_models", "vuln_models"]

@@ -56,9 +56,7 @@ def _weights(path: str | None) -> dict[str, Any]:
 
 
 def _findings(engine: Engine) -> dict[int, findings_mod.DeviceFindings]:
-    with sessions(engine).begin() as s:
-        matcher.refresh(s)
-    with sessions(engine)() as s:
+    with matcher.refreshed(engine) as s:
         return findings_mod.gather(s)
 
 

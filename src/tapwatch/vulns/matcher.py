@@ -18,13 +18,15 @@ so they follow both new feeds and changed identities.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import Engine, delete, insert, select, update
 from sqlalchemy.orm import Session
 
+from tapwatch.store.db import sessions
 from tapwatch.store.inventory import chunks, iso
 from tapwatch.store.models import Address, Device, Fact
 from tapwatch.store.vuln_models import DeviceVulnerability, Vulnerability, VulnRule
@@ -216,6 +218,19 @@ def remediation_text(remediations: list[dict[str, Any]], kev_action: str | None)
             text = details + (f" ({url})" if url else "")
             return text[:REMEDIATION_LIMIT]
     return kev_action[:REMEDIATION_LIMIT] if kev_action else None
+
+
+@contextmanager
+def refreshed(engine: Engine) -> Iterator[Session]:
+    """A read session over matches recomputed just now.
+
+    Matches are derived data, stale as soon as feeds or devices change: whatever reports them
+    refreshes first, committed in its own transaction, then reads.
+    """
+    with sessions(engine).begin() as s:
+        refresh(s)
+    with sessions(engine)() as s:
+        yield s
 
 
 def refresh(session: Session) -> int:

@@ -11,7 +11,17 @@ for module in (devices, connections, events, alerts, audit, users, settings):
     router.include_router(module.router)
 router.include_router(forwarding.router)
 
+from tapwatch.console.api import sensors  # noqa: E402
+
+router.include_router(sensors.router)
+
 from tapwatch.console.api import plans, subscriptions  # noqa: E402
 
 router.include_router(subscriptions.router)
 router.include_router(plans.router)
+
+from tapwatch.console.api import recommendations, sites, vulnerabilities  # noqa: E402
+
+router.include_router(vulnerabilities.router)
+router.include_router(recommendations.router)
+router.include_router(sites.router)

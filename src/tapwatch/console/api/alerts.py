@@ -11,13 +11,13 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
-from sqlalchemy import func, or_, select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from tapwatch.console import queries, rbac
 from tapwatch.console.api.plans import entitled
 from tapwatch.console.rbac import Principal, require
-from tapwatch.console.web import actor, tx
+from tapwatch.console.web import actor, get_or_404, tx
 from tapwatch.detect import alerts as lifecycle
 from tapwatch.detect.pcap import ExcerptError, write_excerpt
 from tapwatch.store.alert_models import SEVERITIES, STATUSES, Alert
@@ -63,11 +63,8 @@ def alert_conditions(status: str | None, severity: str | None, type_: str | None
 
 
 def page_alerts(s: Session, conds: list[Any], page: int, page_size: int) -> tuple[int, list[Alert]]:
-    total = s.scalar(select(func.count(Alert.id)).where(*conds)) or 0
-    rows = s.scalars(select(Alert).where(*conds)
-                     .order_by(Alert.last_detected.desc(), Alert.id.desc())
-                     .offset((page - 1) * page_size).limit(page_size))
-    return total, list(rows)
+    return queries.page_rows(s, Alert, conds, [Alert.last_detected.desc(), Alert.id.desc()], page,
+                             page_size)
 
 
 @router.get("/alerts")
@@ -92,10 +89,7 @@ def list_alerts(
 def get_alert(request: Request, alert_id: int,
               _: Principal = Depends(require(rbac.ALERTS_READ))) -> dict[str, Any]:
     with tx(request) as s:
-        a = s.get(Alert, alert_id)
-        if a is None:
-            raise HTTPException(404, f"no alert with id {alert_id}")
-        return alert_json(a)
+        return alert_json(get_or_404(s, Alert, alert_id, "alert"))
 
 
 class StatusChange(BaseModel):
@@ -123,15 +117,8 @@ def change_status(s: Session, ids: list[int], status: str, who: str) -> list[int
     return changed
 
 
-def _alert(s: Session, alert_id: int) -> Alert:
-    a = s.get(Alert, alert_id)
-    if a is None:
-        raise HTTPException(404, f"no alert with id {alert_id}")
-    return a
-
-
 def learn_alert(s: Session, alert_id: int, who: str) -> dict[str, Any]:
-    a = _alert(s, alert_id)
+    a = get_or_404(s, Alert, alert_id, "alert")
     old = a.status
     added = lifecycle.learn(s, a)
     audit(s, who, "alert.learn", "alert", a.id, old=old, new="closed", title=a.title, baseline_added=added)
@@ -139,7 +126,7 @@ def learn_alert(s: Session, alert_id: int, who: str) -> dict[str, Any]:
 
 
 def mute_alert(s: Session, alert_id: int, who: str) -> dict[str, Any]:
-    a = _alert(s, alert_id)
+    a = get_or_404(s, Alert, alert_id, "alert")
     old = a.status
     lifecycle.mute(a)
     audit(s, who, "alert.mute", "alert", a.id, old=old, new="closed", title=a.title)
@@ -148,7 +135,7 @@ def mute_alert(s: Session, alert_id: int, who: str) -> dict[str, Any]:
 
 def pcap_of(s: Session, alert_id: int) -> Response:
     """The triggering packets as a pcap download (409 when the capture is gone)."""
-    a = _alert(s, alert_id)
+    a = get_or_404(s, Alert, alert_id, "alert")
     out = io.BytesIO()
     try:
         write_excerpt(s, a, out)

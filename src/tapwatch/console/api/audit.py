@@ -7,7 +7,6 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from sqlalchemy import func, select
 
 from tapwatch.console import queries, rbac
 from tapwatch.console.rbac import Principal, require
@@ -39,10 +38,7 @@ def audit_conditions(actor: str | None, action: str | None, target_type: str | N
 
 
 def page_audit(s: Any, conds: list[Any], page: int, page_size: int) -> tuple[int, list[AuditEntry]]:
-    total = s.scalar(select(func.count(AuditEntry.id)).where(*conds)) or 0
-    rows = s.scalars(select(AuditEntry).where(*conds).order_by(AuditEntry.id.desc())
-                     .offset((page - 1) * page_size).limit(page_size))
-    return total, list(rows)
+    return queries.page_rows(s, AuditEntry, conds, [AuditEntry.id.desc()], page, page_size)
 
 
 @router.get("/audit")

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from sqlalchemy import func, or_, select
+from sqlalchemy import or_
 
 from tapwatch.console import queries, rbac
 from tapwatch.console.rbac import Principal, require
@@ -38,11 +38,8 @@ def list_connections(
     _: Principal = Depends(require(rbac.INVENTORY_READ)),
 ) -> dict[str, Any]:
     """Connections, most recently active first."""
-    conds = connection_query(device_id, protocol)
     with tx(request) as s:
-        total = s.scalar(select(func.count(Connection.id)).where(*conds)) or 0
-        rows = s.scalars(select(Connection).where(*conds)
-                         .order_by(Connection.last_seen.desc(), Connection.id)
-                         .offset((page - 1) * page_size).limit(page_size))
+        total, rows = queries.page_rows(s, Connection, connection_query(device_id, protocol),
+                                        [Connection.last_seen.desc(), Connection.id], page, page_size)
         return {"total": total, "page": page, "page_size": page_size,
                 "connections": [connection_json(c) for c in rows]}

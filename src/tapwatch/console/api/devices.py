@@ -8,13 +8,13 @@ import csv
 import io
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from tapwatch.console import queries, rbac
 from tapwatch.console.rbac import Principal, require
-from tapwatch.console.web import actor, tx
+from tapwatch.console.web import actor, get_or_404, tx
 from tapwatch.store import device_admin, evidence, inventory
 from tapwatch.store.models import Device
 
@@ -76,8 +76,13 @@ def export_csv(
 ) -> Response:
     """The filtered view as CSV, at most 30,000 rows (X-Total-Count tells how many matched)."""
     with tx(request) as s:
-        total, devices = queries.export_devices(s, filters.to_filter(), sort, order)
-        rows = rows_json(s, devices)
+        return devices_csv_response(s, filters.to_filter(), sort, order)
+
+
+def devices_csv_response(s: Any, flt: queries.DeviceFilter, sort: str, order: str) -> Response:
+    """The filtered inventory as a CSV download; the API and the inventory page serve the same file."""
+    total, devices = queries.export_devices(s, flt, sort, order)
+    rows = rows_json(s, devices)
     return Response(csv_text(rows), media_type="text/csv; charset=utf-8", headers={
         "Content-Disposition": 'attachment; filename="tapwatch-devices.csv"',
         "X-Total-Count": str(total), "X-Truncated": "true" if total > len(rows) else "false"})
@@ -109,9 +114,7 @@ def _number(text: str) -> bool:
 
 
 def device_detail(s: Any, device_id: int) -> dict[str, Any]:
-    device = s.get(Device, device_id)
-    if device is None:
-        raise HTTPException(404, f"no device with id {device_id}")
+    device = get_or_404(s, Device, device_id, "device")
     row = inventory.device_json(device, inventory.device_addresses(s, [device_id]).get(device_id, []))
     row["overrides"] = dict(device.overrides or {})
     facts = evidence.facts_of_devices(s, [device_id]).get(device_id, [])

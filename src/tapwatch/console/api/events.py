@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from sqlalchemy import func, or_, select
+from sqlalchemy import or_
 
 from tapwatch.console import queries, rbac
 from tapwatch.console.rbac import Principal, require
@@ -37,10 +37,8 @@ def list_events(
     _: Principal = Depends(require(rbac.INVENTORY_READ)),
 ) -> dict[str, Any]:
     """Events, newest first."""
-    conds = event_conditions(type, device_id)
     with tx(request) as s:
-        total = s.scalar(select(func.count(Event.id)).where(*conds)) or 0
-        rows = s.scalars(select(Event).where(*conds).order_by(Event.ts.desc(), Event.id.desc())
-                         .offset((page - 1) * page_size).limit(page_size))
+        total, rows = queries.page_rows(s, Event, event_conditions(type, device_id),
+                                        [Event.ts.desc(), Event.id.desc()], page, page_size)
         return {"total": total, "page": page, "page_size": page_size,
                 "events": [event_json(e) for e in rows]}

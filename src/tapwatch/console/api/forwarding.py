@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 
 from tapwatch.console import rbac
 from tapwatch.console.rbac import Principal, require
-from tapwatch.console.web import actor, tx
+from tapwatch.console.web import actor, get_or_404, tx
 from tapwatch.integrations import forwarding as fw
 from tapwatch.store.integration_models import ForwardingRule
 
@@ -55,18 +55,11 @@ def add_rule(request: Request, body: RuleIn,
         raise HTTPException(422, str(e)) from None
 
 
-def _rule(s: Any, rule_id: int) -> ForwardingRule:
-    rule = s.get(ForwardingRule, rule_id)
-    if rule is None:
-        raise HTTPException(404, f"no forwarding rule with id {rule_id}")
-    return rule  # type: ignore[no-any-return]
-
-
 @router.get("/forwarding/{rule_id}")
 def get_rule(request: Request, rule_id: int,
              _: Principal = Depends(require(rbac.ALERTS_READ))) -> dict[str, Any]:
     with tx(request) as s:
-        rule = _rule(s, rule_id)
+        rule = get_or_404(s, ForwardingRule, rule_id, "forwarding rule")
         return fw.rule_json(rule, fw.backlog(s, rule))
 
 
@@ -74,7 +67,7 @@ def get_rule(request: Request, rule_id: int,
 def delete_rule(request: Request, rule_id: int,
                 who: Principal = Depends(require(rbac.SETTINGS_WRITE))) -> dict[str, Any]:
     with tx(request) as s:
-        _rule(s, rule_id)
+        get_or_404(s, ForwardingRule, rule_id, "forwarding rule")
         fw.remove_rule(s, rule_id, actor(who))
     return {"removed": rule_id}
 
@@ -84,7 +77,7 @@ def test_rule(request: Request, rule_id: int,
               who: Principal = Depends(require(rbac.SETTINGS_WRITE))) -> dict[str, Any]:
     """Send a test message; 502 when the receiver did not take it."""
     with tx(request) as s:
-        error = fw.send_test(s, _rule(s, rule_id), actor(who))
+        error = fw.send_test(s, get_or_404(s, ForwardingRule, rule_id, "forwarding rule"), actor(who))
     if error:
         raise HTTPException(502, f"test message not delivered: {error}")
     return {"delivered": True}

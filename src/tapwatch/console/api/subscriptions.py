@@ -9,6 +9,7 @@ rbac.INVENTORY_READ and the subscription role decides, with refusals audited.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -29,6 +30,21 @@ router = APIRouter(tags=["subscriptions"])
 
 def _roles(s: Session, subscription_id: int) -> list[dict[str, Any]]:
     return [{**r, "assigned_at": iso(r["assigned_at"])} for r in subscriptions.roles(s, subscription_id)]
+
+
+def _change_then_list(request: Request, subscription_id: int,
+                      change: Callable[[Session, Subscription], object], field: str,
+                      listing: Callable[[Session, int], Any]) -> dict[str, Any]:
+    """Apply `change` to one subscription and answer with its `field` as it is afterwards.
+
+    Adding or removing a sensor or a role answers with the whole new list, so a client never
+    has to guess what the subscription holds now.
+    """
+    def work(s: Session) -> dict[str, Any]:
+        sub = subscriptions.get(s, subscription_id)
+        change(s, sub)
+        return {"subscription_id": sub.id, field: listing(s, sub.id)}
+    return run(request, work, refresh=False)
 
 
 def subscription_json(s: Session, sub: Subscription, principal: Principal | None = None,
@@ -88,21 +104,19 @@ class SensorBody(BaseModel):
 def add_sensor(request: Request, subscription_id: int, body: SensorBody,
                who: Principal = Depends(require(rbac.INVENTORY_READ))) -> dict[str, Any]:
     """Assign a sensor's devices to the subscription (owner of it, or global admin)."""
-    def work(s: Session) -> dict[str, Any]:
-        sub = subscriptions.get(s, subscription_id)
-        subscriptions.add_sensor(s, actor_of(who), sub, body.sensor)
-        return {"subscription_id": sub.id, "sensors": subscriptions.sensors(s, sub.id)}
-    return run(request, work, refresh=False)
+    return _change_then_list(
+        request, subscription_id,
+        lambda s, sub: subscriptions.add_sensor(s, actor_of(who), sub, body.sensor),
+        "sensors", subscriptions.sensors)
 
 
 @router.delete("/subscriptions/{subscription_id}/sensors/{sensor}")
 def remove_sensor(request: Request, subscription_id: int, sensor: str,
                   who: Principal = Depends(require(rbac.INVENTORY_READ))) -> dict[str, Any]:
-    def work(s: Session) -> dict[str, Any]:
-        sub = subscriptions.get(s, subscription_id)
-        subscriptions.remove_sensor(s, actor_of(who), sub, sensor)
-        return {"subscription_id": sub.id, "sensors": subscriptions.sensors(s, sub.id)}
-    return run(request, work, refresh=False)
+    return _change_then_list(
+        request, subscription_id,
+        lambda s, sub: subscriptions.remove_sensor(s, actor_of(who), sub, sensor),
+        "sensors", subscriptions.sensors)
 
 
 class RoleBody(BaseModel):
@@ -113,18 +127,16 @@ class RoleBody(BaseModel):
 def set_role(request: Request, subscription_id: int, username: str, body: RoleBody,
              who: Principal = Depends(require(rbac.INVENTORY_READ))) -> dict[str, Any]:
     """Give a user a role on this subscription (it replaces their console role there)."""
-    def work(s: Session) -> dict[str, Any]:
-        sub = subscriptions.get(s, subscription_id)
-        subscriptions.set_role(s, actor_of(who), sub, username, body.role)
-        return {"subscription_id": sub.id, "roles": _roles(s, sub.id)}
-    return run(request, work, refresh=False)
+    return _change_then_list(
+        request, subscription_id,
+        lambda s, sub: subscriptions.set_role(s, actor_of(who), sub, username, body.role),
+        "roles", _roles)
 
 
 @router.delete("/subscriptions/{subscription_id}/roles/{username}")
 def remove_role(request: Request, subscription_id: int, username: str,
                 who: Principal = Depends(require(rbac.INVENTORY_READ))) -> dict[str, Any]:
-    def work(s: Session) -> dict[str, Any]:
-        sub = subscriptions.get(s, subscription_id)
-        subscriptions.set_role(s, actor_of(who), sub, username, None)
-        return {"subscription_id": sub.id, "roles": _roles(s, sub.id)}
-    return run(request, work, refresh=False)
+    return _change_then_list(
+        request, subscription_id,
+        lambda s, sub: subscriptions.set_role(s, actor_of(who), sub, username, None),
+        "roles", _roles)

@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from tapwatch.console import auth, rbac
 from tapwatch.console.rbac import Principal, require
-from tapwatch.console.web import actor, tx
+from tapwatch.console.web import actor, get_or_404, tx
 from tapwatch.store.console_models import ROLES, ApiToken, User, audit
 from tapwatch.store.inventory import iso
 
@@ -69,20 +69,30 @@ class UserChange(BaseModel):
     password: str | None = Field(None, min_length=10, max_length=1024)
 
 
-def _user(s: Any, user_id: int) -> User:
-    user = s.get(User, user_id)
-    if user is None:
-        raise HTTPException(404, f"no user with id {user_id}")
+def managed_user(s: Any, user_id: int, who: Principal, doing: str) -> User:
+    """The user `who` means to `doing` ("change", "issue tokens for"); 404 or 403 otherwise.
+
+    Only a global admin may act on a global admin, whether through the API or the users page.
+    """
+    user = get_or_404(s, User, user_id, "user")
+    if user.role == "global_admin" and who.role != "global_admin":
+        raise HTTPException(403, f"only a global admin may {doing} a global admin")
     return user
+
+
+def revoke_token_by_id(s: Any, token_id: int, who: Principal) -> ApiToken:
+    """Revoke one API token and audit it (404 if there is none): the API and the users page share it."""
+    tok = get_or_404(s, ApiToken, token_id, "token")
+    tok.revoked = True
+    audit(s, actor(who), "token.revoke", "token", tok.id, name=tok.name)
+    return tok
 
 
 @router.patch("/users/{user_id}")
 def change_user(request: Request, user_id: int, body: UserChange,
                 who: Principal = Depends(require(rbac.USERS_MANAGE))) -> dict[str, Any]:
     with tx(request) as s:
-        user = _user(s, user_id)
-        if user.role == "global_admin" and who.role != "global_admin":
-            raise HTTPException(403, "only a global admin may change a global admin")
+        user = managed_user(s, user_id, who, "change")
         if body.role is not None:
             _no_escalation(who, body.role)
             auth.set_role(s, user, body.role, actor(who))
@@ -101,7 +111,7 @@ class NewToken(BaseModel):
 def list_tokens(request: Request, user_id: int,
                 _: Principal = Depends(require(rbac.USERS_MANAGE))) -> dict[str, Any]:
     with tx(request) as s:
-        _user(s, user_id)
+        get_or_404(s, User, user_id, "user")
         rows = s.scalars(select(ApiToken).where(ApiToken.user_id == user_id).order_by(ApiToken.id))
         return {"tokens": [token_json(t) for t in rows]}
 
@@ -111,9 +121,7 @@ def issue_token(request: Request, user_id: int, body: NewToken,
                 who: Principal = Depends(require(rbac.USERS_MANAGE))) -> dict[str, Any]:
     """A new API token; its clear text is in this answer only."""
     with tx(request) as s:
-        user = _user(s, user_id)
-        if user.role == "global_admin" and who.role != "global_admin":
-            raise HTTPException(403, "only a global admin may issue tokens for a global admin")
+        user = managed_user(s, user_id, who, "issue tokens for")
         token = auth.issue_token(s, user, body.name, actor(who))
         return {"token": token, "user": user.username, "name": body.name}
 
@@ -122,9 +130,4 @@ def issue_token(request: Request, user_id: int, body: NewToken,
 def revoke_token(request: Request, token_id: int,
                  who: Principal = Depends(require(rbac.USERS_MANAGE))) -> dict[str, Any]:
     with tx(request) as s:
-        tok = s.get(ApiToken, token_id)
-        if tok is None:
-            raise HTTPException(404, f"no token with id {token_id}")
-        tok.revoked = True
-        audit(s, actor(who), "token.revoke", "token", tok.id, name=tok.name)
-        return token_json(tok)
+        return token_json(revoke_token_by_id(s, token_id, who))

@@ -11,6 +11,14 @@ for module in (admin, inventory, alerts, netmap):
     router.include_router(module.router)
 router.include_router(forwarding.router)
 
+from tapwatch.console.pages import sensors  # noqa: E402
+
+router.include_router(sensors.router)
+
 from tapwatch.console.pages import plans  # noqa: E402
 
 router.include_router(plans.router)
+
+from tapwatch.console.pages import findings  # noqa: E402
+
+router.include_router(findings.router)

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from tapwatch.console import auth, rbac, retention
 from tapwatch.console.api.audit import audit_conditions, page_audit
 from tapwatch.console.api.settings import LIMITS
-from tapwatch.console.api.users import _no_escalation
+from tapwatch.console.api.users import _no_escalation, managed_user, revoke_token_by_id
 from tapwatch.console.rbac import PUBLIC, Principal, require
 from tapwatch.console.web import actor, render, tx
 from tapwatch.store.console_models import ROLES, ApiToken, User, all_settings, set_setting
@@ -124,11 +124,7 @@ def users_change(request: Request, user_id: int, role: str | None = Form(None, m
                  who: Principal = Depends(require(rbac.USERS_MANAGE))) -> Response:
     try:
         with tx(request) as s:
-            user = s.get(User, user_id)
-            if user is None:
-                raise HTTPException(404, f"no user with id {user_id}")
-            if user.role == "global_admin" and who.role != "global_admin":
-                raise HTTPException(403, "only a global admin may change a global admin")
+            user = managed_user(s, user_id, who, "change")
             if role and role != user.role:
                 _no_escalation(who, role)
                 auth.set_role(s, user, role, actor(who))
@@ -143,11 +139,7 @@ def users_change(request: Request, user_id: int, role: str | None = Form(None, m
 def users_token(request: Request, user_id: int, name: str = Form(..., max_length=128),
                 who: Principal = Depends(require(rbac.USERS_MANAGE))) -> Response:
     with tx(request) as s:
-        user = s.get(User, user_id)
-        if user is None:
-            raise HTTPException(404, f"no user with id {user_id}")
-        if user.role == "global_admin" and who.role != "global_admin":
-            raise HTTPException(403, "only a global admin may issue tokens for a global admin")
+        user = managed_user(s, user_id, who, "issue tokens for")
         token = auth.issue_token(s, user, name, actor(who))
         username = user.username
     # shown once, on this answer only (never in a URL or a log)
@@ -157,13 +149,8 @@ def users_token(request: Request, user_id: int, name: str = Form(..., max_length
 @router.post("/tokens/{token_id}/revoke")
 def tokens_revoke(request: Request, token_id: int,
                   who: Principal = Depends(require(rbac.USERS_MANAGE))) -> Response:
-    from tapwatch.store.console_models import audit
     with tx(request) as s:
-        tok = s.get(ApiToken, token_id)
-        if tok is None:
-            raise HTTPException(404, f"no token with id {token_id}")
-        tok.revoked = True
-        audit(s, actor(who), "token.revoke", "token", tok.id, name=tok.name)
+        revoke_token_by_id(s, token_id, who)
     return _back("/users")
 
 

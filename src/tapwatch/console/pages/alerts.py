@@ -21,7 +21,7 @@ from tapwatch.console.api.alerts import (
     pcap_of,
 )
 from tapwatch.console.rbac import Principal, require
-from tapwatch.console.web import actor, render, tx
+from tapwatch.console.web import actor, get_or_404, render, tx
 from tapwatch.store.alert_models import SEVERITIES, STATUSES, Alert
 from tapwatch.store.console_models import AuditEntry
 from tapwatch.store.models import Device
@@ -66,9 +66,7 @@ def alerts_status(request: Request, ids: list[int] = Form(default=[]),
 def alert_page(request: Request, alert_id: int, msg: str | None = Query(None, max_length=200),
                who: Principal = Depends(require(rbac.ALERTS_READ))) -> Response:
     with tx(request) as s:
-        a = s.get(Alert, alert_id)
-        if a is None:
-            raise HTTPException(404, f"no alert with id {alert_id}")
+        a = get_or_404(s, Alert, alert_id, "alert")
         ids = [i for i in (a.src_device_id, a.dst_device_id) if i is not None]
         devices = {d.id: d for d in s.scalars(select(Device).where(Device.id.in_(ids)))}
         history = list(s.scalars(select(AuditEntry).where(

@@ -11,7 +11,7 @@ from fastapi.responses import RedirectResponse, Response
 
 from tapwatch.console import rbac
 from tapwatch.console.rbac import Principal, require
-from tapwatch.console.web import actor, render, tx
+from tapwatch.console.web import actor, get_or_404, render, tx
 from tapwatch.integrations import forwarding as fw
 from tapwatch.store.alert_models import SEVERITIES
 from tapwatch.store.integration_models import ACTIONS, ForwardingRule
@@ -61,9 +61,7 @@ def forwarding_add(request: Request, name: str = Form(..., max_length=128),
 def forwarding_test(request: Request, rule_id: int,
                     who: Principal = Depends(require(rbac.SETTINGS_WRITE))) -> Response:
     with tx(request) as s:
-        rule = s.get(ForwardingRule, rule_id)
-        if rule is None:
-            raise HTTPException(404, f"no forwarding rule with id {rule_id}")
+        rule = get_or_404(s, ForwardingRule, rule_id, "forwarding rule")
         error = fw.send_test(s, rule, actor(who))
     return _back(f"test message not delivered: {error}" if error else "test message delivered")
 

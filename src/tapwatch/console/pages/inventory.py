@@ -8,13 +8,13 @@ from collections import defaultdict
 from typing import Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import RedirectResponse, Response
 from sqlalchemy import func, or_, select
 
 from tapwatch.console import queries, rbac
 from tapwatch.console.api.alerts import alert_conditions, page_alerts
-from tapwatch.console.api.devices import FilterParams, csv_text, device_detail, rows_json
+from tapwatch.console.api.devices import FilterParams, device_detail, devices_csv_response, rows_json
 from tapwatch.console.rbac import Principal, require
 from tapwatch.console.web import actor, render, tx, url_with
 from tapwatch.identify import taxonomy
@@ -43,9 +43,11 @@ def dashboard(request: Request, who: Principal = Depends(require(rbac.INVENTORY_
         recent = (list(s.scalars(select(AuditEntry).order_by(AuditEntry.id.desc()).limit(8)))
                   if who.can(rbac.AUDIT_READ) else [])
         last = s.scalar(select(func.max(Device.last_seen)))
+    from tapwatch.console.pages.findings import dashboard_risk
     return render(request, "dashboard.html", nav="dashboard", total=total, by_class=by_class,
                   by_type=by_type, by_level=by_level, unauthorized=unauthorized, new=new,
-                  alerts=alerts, severities=SEVERITIES, recent=recent, last_seen=last)
+                  alerts=alerts, severities=SEVERITIES, recent=recent, last_seen=last,
+                  risk=dashboard_risk(request, who))
 
 
 @router.get("/devices")
@@ -103,11 +105,8 @@ def _grouped_page(s: Any, flt: queries.DeviceFilter, group: str, sort: str, orde
     if group not in queries.GROUPS:
         raise queries.QueryError(f"unknown group-by {group[:40]!r} (one of {', '.join(queries.GROUPS)})")
     col = queries.GROUPS[group]
-    conds = flt.conditions()
-    total = s.scalar(select(func.count(Device.id)).where(*conds)) or 0
-    q = (select(Device).where(*conds).order_by(col.asc().nulls_last(), *queries.order(sort, order))
-         .offset((page - 1) * page_size).limit(page_size))
-    return total, list(s.scalars(q))
+    return queries.page_rows(s, Device, flt.conditions(),
+                             [col.asc().nulls_last(), *queries.order(sort, order)], page, page_size)
 
 
 @router.get("/devices/export.csv")
@@ -115,11 +114,7 @@ def devices_csv(request: Request, filters: FilterParams = Depends(),
                 sort: str = Query("last_seen", max_length=32), order: str = Query("desc", max_length=4),
                 _: Principal = Depends(require(rbac.INVENTORY_READ))) -> Response:
     with tx(request) as s:
-        total, devices = queries.export_devices(s, filters.to_filter(), sort, order)
-        rows = rows_json(s, devices)
-    return Response(csv_text(rows), media_type="text/csv; charset=utf-8", headers={
-        "Content-Disposition": 'attachment; filename="tapwatch-devices.csv"',
-        "X-Total-Count": str(total), "X-Truncated": "true" if total > len(rows) else "false"})
+        return devices_csv_response(s, filters.to_filter(), sort, order)
 
 
 def _back(target: str, *, msg: str | None = None, error: str | None = None) -> RedirectResponse:
@@ -222,9 +217,11 @@ def device_page(request: Request, device_id: int, msg: str | None = Query(None, 
     evidence: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for f in row["facts"]:
         evidence[f["attribute"]].append(f)
+    from tapwatch.console.pages.findings import device_security
     return render(request, "device.html", nav="devices", d=row, conns=conns, peers=peers,
                   events=events, alerts=alerts, evidence=dict(evidence), msg=msg, error=error,
-                  types=sorted(taxonomy.TYPES.values(), key=lambda t: t.name))
+                  types=sorted(taxonomy.TYPES.values(), key=lambda t: t.name),
+                  security=device_security(request, who, device_id))
 
 
 def _opt(value: str) -> str | None:
@@ -255,10 +252,7 @@ def device_edit(request: Request, device_id: int, name: str = Form("", max_lengt
     }
     try:
         with tx(request) as s:
-            device = s.get(Device, device_id)
-            if device is None:
-                raise HTTPException(404, f"no device with id {device_id}")
-            current = device_detail(s, device_id)
+            current = device_detail(s, device_id)  # 404 when there is no such device
             overrides = current["overrides"]
             changes: dict[str, Any] = {}
             for field, value in wanted.items():

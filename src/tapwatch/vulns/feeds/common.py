@@ -111,6 +111,14 @@ def text(value: Any, location: str, limit: int | None = None) -> str | None:
     return value[:limit] if limit else value
 
 
+def required_cve_id(value: Any, location: str) -> str:
+    """A required CVE id: KEV and NVD key their records by it, so a record without one is unusable."""
+    found = text(value, location)
+    if not found or not CVE_ID.match(found):
+        raise BadRecord(location, f"missing or not a CVE id: {value!r}")
+    return found
+
+
 def score(value: Any, location: str) -> float | None:
     if value is None:
         return None

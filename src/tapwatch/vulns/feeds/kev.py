@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from typing import Any
 
 from tapwatch.vulns.feeds.common import (
-    CVE_ID,
     BadRecord,
     FeedRecord,
     Problem,
@@ -21,6 +20,7 @@ from tapwatch.vulns.feeds.common import (
     array,
     digest,
     obj,
+    required_cve_id,
     text,
 )
 
@@ -39,9 +39,7 @@ def parse(doc: Any, path: str) -> Iterator[FeedRecord | Problem]:
         where = f"$.vulnerabilities[{i}]"
         try:
             entry = obj(raw, where)
-            cve_id = text(entry.get("cveID"), f"{where}.cveID")
-            if not cve_id or not CVE_ID.match(cve_id):
-                raise BadRecord(f"{where}.cveID", f"missing or not a CVE id: {entry.get('cveID')!r}")
+            cve_id = required_cve_id(entry.get("cveID"), f"{where}.cveID")
             added = text(entry.get("dateAdded"), f"{where}.dateAdded", 10)
             info = VulnInfo(
                 cve_id=cve_id, title=text(entry.get("vulnerabilityName"), f"{where}.vulnerabilityName", 512),

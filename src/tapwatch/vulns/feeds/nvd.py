@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from typing import Any
 
 from tapwatch.vulns.feeds.common import (
-    CVE_ID,
     BadRecord,
     FeedRecord,
     Problem,
@@ -24,6 +23,7 @@ from tapwatch.vulns.feeds.common import (
     array,
     digest,
     obj,
+    required_cve_id,
     score,
     text,
     timestamp,
@@ -92,9 +92,7 @@ def _configuration(raw: Any, where: str) -> dict[str, Any]:
 
 
 def _cve(cve: dict[str, Any], where: str) -> tuple[VulnInfo, list[RuleInfo], str | None]:
-    cve_id = text(cve.get("id"), f"{where}.id")
-    if not cve_id or not CVE_ID.match(cve_id):
-        raise BadRecord(f"{where}.id", f"missing or not a CVE id: {cve.get('id')!r}")
+    cve_id = required_cve_id(cve.get("id"), f"{where}.id")
     description = None
     for i, d in enumerate(array(cve.get("descriptions"), f"{where}.descriptions")):
         d = obj(d, f"{where}.descriptions[{i}]")

@@ -1,5 +1,7 @@
 """Reading the tables other products export (EDR agent lists, CMDB, Meraki clients).
 
+Shared by plan estimates (plans) and CMDB imports (integrations), so it lives outside both.
+
 CSV (comma, semicolon or tab), JSON (a list, or an object holding one) and JSON Lines are
 read into rows of normalised columns, each with the line it came from, so a bad row is
 reported as FILE:LINE and the good rows are still used. Column names vary by product
@@ -19,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 _WS = re.compile(r"\s*")
-_MAC_HEX = re.compile(r"^[0-9a-f]{12}$")
+_MAC_HEX = re.compile(r"[0-9a-f]{12}")
 WRAPPERS = ("devices", "endpoints", "hosts", "machines", "agents", "clients", "resources", "items",
             "data", "value", "results", "records")
 
@@ -45,15 +47,27 @@ class Table:
 
 
 def norm_key(name: str) -> str:
+    """A column name folded for matching: products differ in case and punctuation ("MAC Address")."""
     return re.sub(r"[^a-z0-9]", "", name.lower())
 
 
-def normalize_mac(text: str) -> str:
-    """'00-1A-2B-3C-4D-5E', '001a.2b3c.4d5e', '001A2B3C4D5E' -> '00:1a:2b:3c:4d:5e'."""
+def canonical_mac(text: str) -> str | None:
+    """'00-1A-2B-3C-4D-5E', '001a.2b3c.4d5e', '001A2B3C4D5E' -> '00:1a:2b:3c:4d:5e'; None if not a MAC.
+
+    Exports write MACs in every vendor's style; callers word their own error for a bad one.
+    """
     hexed = re.sub(r"[:\-. ]", "", text.strip().lower())
-    if not _MAC_HEX.match(hexed):
-        raise ValueError(f"malformed MAC address {text.strip()[:40]!r}")
+    if not _MAC_HEX.fullmatch(hexed):
+        return None
     return ":".join(hexed[i:i + 2] for i in range(0, 12, 2))
+
+
+def normalize_mac(text: str) -> str:
+    """The canonical form of a MAC (see `canonical_mac`); ValueError if it is not one."""
+    mac = canonical_mac(text)
+    if mac is None:
+        raise ValueError(f"malformed MAC address {text.strip()[:40]!r}")
+    return mac
 
 
 def normalize_ip(text: str) -> str:

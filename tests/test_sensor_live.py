@@ -1,0 +1,166 @@
+"""Live capture for real: a sensor on a veth in a network namespace, real DHCP, DNS, HTTP and
+Modbus/TCP between processes in two namespaces, checked in the sensor's inventory."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from sqlalchemy import select
+
+from tapwatch.sensor.rolling import extract, files
+from tapwatch.store.db import open_engine, sessions
+from tapwatch.store.evidence import devices_json
+from tapwatch.store.models import Connection, Event
+from test_sensor_netns import (
+    CLI_IP,
+    SRV_IP,
+    Net,
+    make_traffic,
+    net,  # noqa: F401 - fixture
+    start_sensor,
+    start_servers,
+    stop,
+    summary,
+    wait_for,
+)
+
+
+def _devices(db: Path) -> dict[str, dict]:  # type: ignore[type-arg]
+    engine = open_engine(str(db))
+    with sessions(engine)() as s:
+        rows = {d["ip"]: d for d in devices_json(s, with_facts=True) if d["ip"]}
+    engine.dispose()
+    return rows
+
+
+def _connections(db: Path) -> set[tuple[str, str, int, str]]:
+    engine = open_engine(str(db))
+    with sessions(engine)() as s:
+        out = {(c.client_ip, c.transport, c.server_port, c.protocol) for c in s.scalars(select(Connection))}
+    engine.dispose()
+    return out
+
+
+def test_live_inventory_from_real_traffic(net: Net, tmp_path: Path) -> None:  # noqa: F811
+    start_servers(net)
+    db = tmp_path / "sensor.db"
+    rolling = tmp_path / "rolling"
+    sensor = start_sensor(net, db, "--rolling-dir", str(rolling), "--rolling-gb", "0.01")
+    wait_for(lambda: db.exists(), 20, "the sensor database")
+    time.sleep(1.5)  # the ring is set up once the database is migrated
+    t0 = time.time_ns()
+    make_traffic(net)
+    time.sleep(1.5)
+    out, err = stop(sensor)
+    assert sensor.returncode == 0, err
+    totals = summary(out)
+    assert totals["packets"] > 30 and totals["drops"] == 0, totals
+
+    devices = _devices(db)
+    cli_mac, srv_mac = net.mac(net.cli, net.cli_if), net.mac(net.srv, net.srv_if)
+    assert devices[CLI_IP]["mac"] == cli_mac and devices[SRV_IP]["mac"] == srv_mac
+    conns = _connections(db)
+    assert (CLI_IP, "tcp", 502, "modbus") in conns
+    assert (CLI_IP, "tcp", 8000, "http") in conns or any(c[:3] == (CLI_IP, "tcp", 8000) for c in conns)
+    assert (CLI_IP, "udp", 53, "dns") in conns
+    facts = {(f["attribute"], f["value"]) for f in devices[SRV_IP]["facts"]}
+    assert any(v == "TapwatchTest Automation" for _, v in facts), facts  # Modbus device identification
+    cli_facts = {(f["attribute"], f["value"], f["source"]) for d in devices.values() for f in d["facts"]
+                 if d["mac"] == cli_mac}
+    engine = open_engine(str(db))
+    with sessions(engine)() as s:
+        all_facts = {(f.mac, f.attribute, f.value, f.source) for f in s.scalars(select_facts())}
+        events = list(s.scalars(select(Event)))
+    engine.dispose()
+    assert any(m == cli_mac and v == "plc-line-7" for m, _a, v, _s in all_facts), all_facts  # DHCP
+    assert any(v.startswith("TapwatchProbe/1.0") for _m, _a, v, _s in all_facts), all_facts  # HTTP UA
+    assert cli_facts or all_facts
+    assert events is not None
+
+    # the rolling capture holds the same packets, and a device's window can be cut out
+    assert files(rolling)
+    got = extract(rolling, t0 - 10**9, time.time_ns(), tmp_path / "cut.pcap", ip=CLI_IP)
+    assert got.packets > 10
+    only_srv = extract(rolling, t0 - 10**9, time.time_ns(), tmp_path / "cut2.pcap", mac=srv_mac)
+    assert 0 < only_srv.packets <= totals["packets"]
+
+
+def select_facts():  # type: ignore[no-untyped-def]
+    from tapwatch.store.models import Fact
+
+    return select(Fact)
+
+
+def test_flushes_merge_deltas_without_double_counting(net: Net, tmp_path: Path) -> None:  # noqa: F811
+    """Several flushes while traffic flows: the stored counts equal the packets sent, once."""
+    start_servers(net)
+    db = tmp_path / "sensor.db"
+    sensor = start_sensor(net, db, "--no-dissect", flush=0.5)
+    wait_for(lambda: db.exists(), 20, "the sensor database")
+    time.sleep(1.5)
+    code = ("import socket, sys, time\n"
+            "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+            "for i in range(300):\n"
+            "    s.sendto(b'x' * 100, (sys.argv[1], 9999))\n"
+            "    time.sleep(0.01)\n")
+    net.python(net.cli, code, SRV_IP)  # ~3 s: spans several flushes
+    time.sleep(1.2)
+    out, err = stop(sensor)
+    assert sensor.returncode == 0, err
+    assert summary(out)["flushes"] >= 4
+    engine = open_engine(str(db))
+    with sessions(engine)() as s:
+        c = s.scalar(select(Connection).where(Connection.server_port == 9999))
+    engine.dispose()
+    assert c is not None and c.packets_c2s == 300 and c.bytes_c2s == 300 * (100 + 42)
+
+
+def test_survives_interface_down_and_up(net: Net, tmp_path: Path) -> None:  # noqa: F811
+    db = tmp_path / "sensor.db"
+    sensor = start_sensor(net, db, "--no-dissect", flush=0.5)
+    wait_for(lambda: db.exists(), 20, "the sensor database")
+    time.sleep(1.5)
+    send = ("import socket, sys\n"
+            "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+            "for i in range(50): s.sendto(b'y' * 10, (sys.argv[1], int(sys.argv[2])))\n")
+    net.python(net.cli, send, SRV_IP, "7001")
+    net.link(net.srv, net.srv_if, "down")
+    time.sleep(2)
+    net.link(net.srv, net.srv_if, "up")
+    net.link(net.cli, net.cli_if, "down")
+    net.link(net.cli, net.cli_if, "up")
+    time.sleep(2.5)  # the veth carrier comes back
+    net.python(net.cli, send, SRV_IP, "7002")
+    time.sleep(1.5)
+    out, err = stop(sensor)
+    assert sensor.returncode == 0, err
+    assert sensor.poll() == 0
+    ports = {p for _ip, _t, p, _proto in _connections(db)}
+    assert {7001, 7002} <= ports, (ports, err[-2000:])
+
+
+def test_kernel_drops_are_reported(net: Net) -> None:  # noqa: F811
+    """A ring nobody reads overflows; the kernel's drop counter reaches the stats."""
+    code = ("import socket, sys, time\n"
+            "from tapwatch.sensor.live import LiveSource\n"
+            "src = LiveSource(sys.argv[1], ring_mb=2, block_kb=64)\n"
+            "print('ready', flush=True)\n"
+            "sys.stdin.readline()\n"
+            "st = src.poll_stats()\n"
+            "print(st.packets, st.drops, st.kernel_packets, flush=True)\n")
+    p = net.spawn(net.srv, "python3" if False else __import__("sys").executable, "-u", "-c", code, net.srv_if,
+                  stdin=__import__("subprocess").PIPE)
+    from test_sensor_netns import wait_line
+
+    wait_line(p)
+    flood = ("import socket, sys\n"
+             "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+             "for i in range(20000): s.sendto(b'z' * 1000, (sys.argv[1], 9))\n")
+    net.python(net.cli, flood, SRV_IP)
+    assert p.stdin is not None and p.stdout is not None
+    p.stdin.write("\n")
+    p.stdin.flush()
+    delivered, drops, seen = (int(x) for x in p.stdout.readline().split())
+    p.wait(10)
+    assert drops > 1000 and seen >= drops, (delivered, drops, seen)
