@@ -70,24 +70,21 @@ def test_console_metrics_endpoint(tmp_path: Path) -> None:
 
 
 def test_sensor_metrics_server_and_cli_dump(tmp_path: Path) -> None:
-    served = metrics.start_metrics_server(0)
+    db = _site(tmp_path)
+    served = metrics.start_metrics_server(0, sessions=sessions(open_engine(str(db))))
     try:
-        served.packets.inc(1500)
-        served.drops.inc(3)
-        served.packets_per_second.set(250.5)
-        served.alerts.labels(severity="high").set(4)
-        served.outbox_backlog.set(2)
+        served.observe({"packets": 1000, "drops": 1, "packets_per_s": 100.0, "outbox_batches": 5})
+        served.observe({"packets": 1500, "drops": 3, "packets_per_s": 250.5, "outbox_batches": 2})
         port = served.server.server_port
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     finally:
         served.stop()
     got = _samples(text)
-    assert got[("tapwatch_sensor_packets_total", ())] == 1500
+    assert got[("tapwatch_sensor_packets_total", ())] == 1500  # counters follow the cumulative figures
     assert got[("tapwatch_sensor_drops_total", ())] == 3
     assert got[("tapwatch_sensor_packets_per_second", ())] == 250.5
-    assert got[("tapwatch_sensor_alerts", (("severity", "high"),))] == 4
     assert got[("tapwatch_sensor_outbox_backlog", ())] == 2
-    db = _site(tmp_path)
+    assert got[("tapwatch_alerts", (("severity", "high"), ("status", "new")))] == 2  # the store's gauges
     r = CliRunner().invoke(main, ["metrics", "--db", str(db)])
     assert r.exit_code == 0
     dumped = _samples(r.output)

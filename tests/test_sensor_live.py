@@ -3,17 +3,21 @@ Modbus/TCP between processes in two namespaces, checked in the sensor's inventor
 
 from __future__ import annotations
 
+import subprocess
 import time
 from pathlib import Path
 
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 
 from tapwatch.sensor.rolling import extract, files
+from tapwatch.store.alert_models import Alert
 from tapwatch.store.db import open_engine, sessions
 from tapwatch.store.evidence import devices_json
 from tapwatch.store.models import Connection, Event
 from test_sensor_netns import (
     CLI_IP,
+    PY,
     SRV_IP,
     Net,
     make_traffic,
@@ -164,3 +168,68 @@ def test_kernel_drops_are_reported(net: Net) -> None:  # noqa: F811
     delivered, drops, seen = (int(x) for x in p.stdout.readline().split())
     p.wait(10)
     assert drops > 1000 and seen >= drops, (delivered, drops, seen)
+
+
+SYSLOG_RECEIVER = r"""
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0))
+print("ready", s.getsockname()[1], flush=True)
+while True:
+    print(s.recv(65535).decode("utf-8", "replace").replace("\n", " "), flush=True)
+"""
+
+SCRAPE = r"""
+import sys, urllib.request
+print(urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=5).read().decode())
+"""
+
+
+def test_live_alerts_are_forwarded_and_metrics_served(net: Net, tmp_path: Path) -> None:  # noqa: F811
+    """Once learning has ended, devices that appear on the wire raise alerts on the sensor
+    itself; its forwarding rules send them to syslog and its metrics endpoint counts them."""
+    from test_sensor_netns import TAPWATCH, free_port
+
+    start_servers(net)
+    receiver = net.spawn(net.srv, PY, "-u", "-c", SYSLOG_RECEIVER)
+    assert receiver.stdout is not None
+    line = receiver.stdout.readline()
+    assert line.startswith("ready"), line
+    syslog_port = line.split()[1]
+    db = tmp_path / "sensor.db"
+    for cmd in (["learning", "stop"],
+                ["forwarding", "add", "siem", "--action", "syslog", "--host", "127.0.0.1",
+                 "--port", syslog_port, "--transport", "udp", "--format", "cef"]):
+        r = subprocess.run([TAPWATCH, *cmd, "--db", str(db)], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+    metrics_port = free_port()
+    sensor = start_sensor(net, db, "--metrics-port", str(metrics_port))
+    wait_for(lambda: db.exists(), 20, "the sensor database")
+    time.sleep(1.5)
+    make_traffic(net)
+
+    def alerts() -> list[Alert]:
+        engine = open_engine(str(db))
+        with sessions(engine)() as s:
+            rows = list(s.scalars(select(Alert)))
+        engine.dispose()
+        return rows
+
+    wait_for(lambda: any(a.type == "new_device" and a.src_ip == CLI_IP for a in alerts()), 20,
+             "a new-device alert for the client")
+    scraped = net.python(net.srv, SCRAPE, str(metrics_port))
+    out, err = stop(sensor)
+    assert sensor.returncode == 0, err
+    assert "new alerts" in err  # the status line counts them
+
+    counters = {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for m in text_string_to_metric_families(scraped) for s in m.samples}
+    assert counters[("tapwatch_sensor_packets_total", ())] > 30
+    assert counters[("tapwatch_sensor_drops_total", ())] == 0
+    assert sum(v for (name, labels), v in counters.items()
+               if name == "tapwatch_alerts" and ("status", "new") in labels) >= 1
+
+    receiver.terminate()
+    received, _ = receiver.communicate(timeout=10)
+    new_device = [a for a in alerts() if a.type == "new_device"]
+    assert any(CLI_IP in m and "CEF:0|" in m for m in received.splitlines()), received[-2000:]
+    assert received.count("CEF:0|") == len(alerts()) >= len(new_device)  # each alert sent once

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
 
 from tapwatch.capture import (
     CaptureError,
@@ -30,7 +31,7 @@ from tapwatch.decode import Decoder, kernel, protocols
 from tapwatch.decode.aggregate import Aggregator, ConnectionRecord, fill_missing_macs
 from tapwatch.decode.devices import ip_str, mac_str
 from tapwatch.detect import Conn, DetectStats, RunInputs, detect
-from tapwatch.dissect.stage import DissectStage
+from tapwatch.dissect.stage import DissectResults, DissectStage
 from tapwatch.store import evidence, inventory
 from tapwatch.store.db import sessions
 from tapwatch.store.identity import refresh_identity
@@ -179,25 +180,40 @@ class Analyzer:
                 sensor=self.sensor, packets=reader.packets, first_ns=first_ns, last_ns=last_ns,
             )
             if stage:
-                touched = evidence.merge_facts(s, stage.results)
-                result.events = evidence.store_events(s, stage.results, file_id)
-                s.flush()
-                ids = result.stats.device_ids | evidence.device_ids_of(s, touched)
-                devices = [d for part in inventory.chunks(sorted(ids))
-                           for d in s.scalars(select(Device).where(Device.id.in_(part)))] \
-                    if self.detect else []
-                firmware = {d.id: d.firmware for d in devices}  # before identification runs
-                refresh_identity(s, ids)
+                result.events, ids = store_results(s, stage.results, result.stats, file_id)
+                run = None
                 if self.detect and first_ns is not None and last_ns is not None:
-                    s.flush()
-                    result.detection = detect(s, RunInputs(
+                    run = RunInputs(
                         sensor=self.sensor, file_id=file_id, first=ns_to_dt(first_ns),
-                        last=ns_to_dt(last_ns), connections=[_conn(c) for c in connections],
+                        last=ns_to_dt(last_ns), connections=[conn_of(c) for c in connections],
                         events=stage.results.events, signals=stage.results.signals,
                         errors=stage.results.errors, new_devices=result.stats.new_devices,
-                        devices=devices,
-                        firmware_before=firmware, gap=gap.longest(),
-                    ), learn_for=self.learn_for, no_learn=self.no_learn)
+                        gap=gap.longest())
+                result.detection = identify_and_detect(s, ids, run, self.learn_for, self.no_learn)
+
+
+def store_results(s: Session, results: DissectResults, stats: inventory.IngestStats,
+                  file_id: int | None) -> tuple[int, set[int]]:
+    """Store what the dissectors found; returns the events stored and the devices touched."""
+    touched = evidence.merge_facts(s, results)
+    events = evidence.store_events(s, results, file_id)
+    s.flush()
+    return events, stats.device_ids | evidence.device_ids_of(s, touched)
+
+
+def identify_and_detect(s: Session, ids: set[int], run: RunInputs | None,
+                        learn_for: timedelta | None = None, no_learn: bool = False) -> DetectStats | None:
+    """Re-identify the touched devices, then run detection (when `run` is given) on what the
+    run saw, with each device's firmware as it was before (a change is itself a finding)."""
+    devices = [d for part in inventory.chunks(sorted(ids))
+               for d in s.scalars(select(Device).where(Device.id.in_(part)))] if run else []
+    firmware = {d.id: d.firmware for d in devices}
+    refresh_identity(s, ids)
+    if run is None:
+        return None
+    s.flush()
+    run.devices, run.firmware_before = devices, firmware
+    return detect(s, run, learn_for=learn_for, no_learn=no_learn)
 
 
 class Silence:
@@ -221,7 +237,7 @@ class Silence:
         return (ns_to_dt(self.best[1]), ns_to_dt(self.best[2])) if self.best[0] else None
 
 
-def _conn(c: ConnectionRecord) -> Conn:
+def conn_of(c: ConnectionRecord) -> Conn:
     return Conn(
         client=(mac_str(c.client_mac) or None, ip_str(c.client_hi, c.client_lo) or None),
         server=(mac_str(c.server_mac) or None, ip_str(c.server_hi, c.server_lo) or None),

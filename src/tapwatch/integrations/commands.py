@@ -327,19 +327,19 @@ def cmdb_list(db: str | None) -> None:
 @click.command("metrics")
 @db_option
 @click.option("--port", type=click.IntRange(1, 65535), default=None,
-              help="Serve the sensor metrics endpoint on this port (loopback) instead of printing.")
+              help="Serve these metrics on this port (loopback), read at each scrape, instead of printing.")
 def metrics_command(db: str | None, port: int | None) -> None:
-    """Print the inventory's Prometheus metrics, or serve the sensor metrics endpoint."""
+    """Print the inventory's Prometheus metrics, or serve them."""
     from tapwatch.integrations import metrics
 
     if port is not None:
-        served = metrics.start_metrics_server(port)
-        click.echo(f"sensor metrics on http://127.0.0.1:{port}/metrics (Ctrl-C stops)")
+        server = metrics.serve(metrics.database_registry(sessions(open_engine(db))), port)
+        click.echo(f"metrics on http://127.0.0.1:{port}/metrics (Ctrl-C stops)")
         try:
             while True:
                 time.sleep(3600)
         except KeyboardInterrupt:
-            served.stop()
+            server.shutdown()
         return
     with sessions(open_engine(db))() as s:
         click.echo(metrics.render_database(s).decode("utf-8"), nl=False)

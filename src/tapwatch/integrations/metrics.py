@@ -2,8 +2,8 @@
 
 Console metrics that describe the database (devices, alerts, forwarding backlog, ingested
 packets) are read at scrape time, so several console processes over one database agree.
-Request latency is per process, measured by `LatencyMiddleware`. Sensor metrics are
-gauges and counters the sensor updates as it captures.
+Request latency is per process, measured by `LatencyMiddleware`. A sensor serves capture
+counters it updates after each flush, next to the same database gauges of its own store.
 """
 
 from __future__ import annotations
@@ -115,18 +115,30 @@ def database_metrics(session: Session) -> list[Metric]:
 
 
 class _DatabaseCollector(Collector):
-    def __init__(self, session: Session) -> None:
-        self.session = session
+    """Database gauges read at each scrape, in a session of their own."""
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self.sessions = sessions
 
     def collect(self) -> Iterator[Metric]:
-        yield from database_metrics(self.session)
+        with self.sessions() as s:
+            yield from database_metrics(s)
 
 
 def render_database(session: Session) -> bytes:
     """The database gauges in the Prometheus text format (`tapwatch metrics`)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_DatabaseCollector(session))
+    for metric in database_metrics(session):
+        registry.register(_Fixed(metric))
     return generate_latest(registry)
+
+
+class _Fixed(Collector):
+    def __init__(self, metric: Metric) -> None:
+        self.metric = metric
+
+    def collect(self) -> Iterator[Metric]:
+        yield self.metric
 
 
 def render_console(sessions: sessionmaker[Session]) -> bytes:
@@ -141,16 +153,24 @@ def render_console(sessions: sessionmaker[Session]) -> bytes:
 
 @dataclass
 class SensorMetrics:
-    """What a sensor updates while capturing; served by `start_metrics_server`."""
+    """What a sensor updates after each flush; served by `start_metrics_server`."""
 
     registry: CollectorRegistry
-    packets: Counter  # .inc(n) per batch
+    packets: Counter
     drops: Counter  # packets the interface or kernel dropped
     packets_per_second: Gauge
-    devices: Gauge
-    alerts: Gauge  # .labels(severity=...).set(n)
     outbox_backlog: Gauge  # batches waiting to be pushed to the console
     server: Any = None
+    _counted: tuple[int, int] = (0, 0)  # packets and drops already added to the counters
+
+    def observe(self, health: dict[str, Any]) -> None:
+        """Take a flush's health report (cumulative capture counters, rates, outbox)."""
+        packets, drops = int(health.get("packets", 0)), int(health.get("drops", 0))
+        self.packets.inc(max(packets - self._counted[0], 0))
+        self.drops.inc(max(drops - self._counted[1], 0))
+        self._counted = (max(packets, self._counted[0]), max(drops, self._counted[1]))
+        self.packets_per_second.set(float(health.get("packets_per_s", 0.0)))
+        self.outbox_backlog.set(float(health.get("outbox_batches", 0)))
 
     def stop(self) -> None:
         if self.server is not None:
@@ -159,27 +179,41 @@ class SensorMetrics:
             self.server = None
 
 
-def sensor_metrics() -> SensorMetrics:
-    """A fresh set of sensor metrics in a registry of its own."""
-    reg = CollectorRegistry()
+def sensor_metrics(sessions: sessionmaker[Session] | None = None) -> SensorMetrics:
+    """A fresh set of sensor metrics in a registry of their own; with `sessions`, the
+    database gauges (devices, alerts, forwarding) of the sensor's store join them."""
+    reg = CollectorRegistry(auto_describe=False)
+    if sessions is not None:
+        reg.register(_DatabaseCollector(sessions))
     return SensorMetrics(
         registry=reg,
         packets=Counter("tapwatch_sensor_packets", "Packets captured", registry=reg),
         drops=Counter("tapwatch_sensor_drops", "Packets dropped before capture", registry=reg),
         packets_per_second=Gauge("tapwatch_sensor_packets_per_second", "Capture rate", registry=reg),
-        devices=Gauge("tapwatch_sensor_devices", "Devices the sensor knows", registry=reg),
-        alerts=Gauge("tapwatch_sensor_alerts", "Open alerts by severity", ["severity"], registry=reg),
-        outbox_backlog=Gauge("tapwatch_sensor_outbox_backlog", "Outbox items not yet sent",
+        outbox_backlog=Gauge("tapwatch_sensor_outbox_backlog", "Outbox batches not yet sent",
                              registry=reg),
     )
 
 
-def start_metrics_server(port: int, addr: str = "127.0.0.1") -> SensorMetrics:
+def start_metrics_server(port: int, addr: str = "127.0.0.1",
+                         sessions: sessionmaker[Session] | None = None) -> SensorMetrics:
     """Serve the sensor's metrics on http://addr:port/metrics (loopback unless told otherwise:
     the endpoint has no authentication). Port 0 picks a free port (see `.server.server_port`)."""
+    metrics = sensor_metrics(sessions)
+    metrics.server = serve(metrics.registry, port, addr)
+    return metrics
+
+
+def database_registry(sessions: sessionmaker[Session]) -> CollectorRegistry:
+    """The database gauges alone, read at each scrape (`tapwatch metrics --port`)."""
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(_DatabaseCollector(sessions))
+    return reg
+
+
+def serve(registry: CollectorRegistry, port: int, addr: str = "127.0.0.1") -> Any:
+    """An HTTP server thread answering /metrics from `registry`; `.shutdown()` stops it."""
     from prometheus_client import start_http_server
 
-    metrics = sensor_metrics()
-    server, _thread = start_http_server(port, addr=addr, registry=metrics.registry)
-    metrics.server = server
-    return metrics
+    server, _thread = start_http_server(port, addr=addr, registry=registry)
+    return server

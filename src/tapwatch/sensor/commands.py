@@ -39,13 +39,16 @@ def sensor() -> None:
               help="How much raw traffic --rolling-dir keeps (oldest files deleted first).")
 @click.option("--ring-mb", default=64, show_default=True, type=click.IntRange(2, 4096),
               help="Kernel capture ring size.")
-@click.option("--no-dissect", is_flag=True, help="Inventory only: skip protocol dissectors.")
+@click.option("--no-dissect", is_flag=True, help="Inventory only: skip protocol dissectors (and detection).")
+@click.option("--no-detect", is_flag=True, help="Skip the detection engines (no alerts).")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
+              help="Serve Prometheus metrics on this port (loopback; 0 picks a free one).")
 @click.option("--duration", default=0.0, type=click.FloatRange(0), help="Stop after this many seconds.")
 @click.option("--quiet", "-q", is_flag=True, help="No status line per flush.")
 def sensor_run(interface: str, bpf: str | None, db: str | None, name: str | None, console_url: str | None,
                token: str | None, ca_cert: str | None, flush_seconds: float, outbox_limit_mb: int,
                rolling_dir: Path | None, rolling_gb: float, ring_mb: int, no_dissect: bool,
-               duration: float, quiet: bool) -> None:
+               no_detect: bool, metrics_port: int | None, duration: float, quiet: bool) -> None:
     """Capture live traffic into the inventory; with --console, forward it there."""
     from tapwatch.sensor import daemon
     from tapwatch.sensor.engine import SensorPipeline, durable
@@ -65,17 +68,32 @@ def sensor_run(interface: str, bpf: str | None, db: str | None, name: str | None
         _fail(str(e))
     rolling = RollingPcap(rolling_dir, int(rolling_gb * (1 << 30))) if rolling_dir else None
     outbox = Outbox(outbox_limit_mb << 20) if console_url else None
-    pipeline = SensorPipeline(engine, name or socket.gethostname(), outbox, rolling, dissect=not no_dissect)
+    pipeline = SensorPipeline(engine, name or socket.gethostname(), outbox, rolling,
+                              dissect=not no_dissect, detect=not no_detect)
     uploader = Uploader(engine, console_url, token, ca_cert=ca_cert) if console_url and token else None
 
+    served = None
+    if metrics_port is not None:
+        from tapwatch.integrations.metrics import start_metrics_server
+
+        served = start_metrics_server(metrics_port, sessions=pipeline.sessions)
+        if not quiet:
+            click.echo(f"metrics on http://127.0.0.1:{served.server.server_port}/metrics", err=True)
+
     def status(report: Any, health: dict[str, Any]) -> None:
+        if served is not None:
+            served.observe(health)
+        if report.forwarding and "failed" in report.forwarding:
+            click.echo(report.forwarding, err=True)  # a SIEM that refuses alerts is news even when quiet
         if quiet:
             return
         up = health.get("uploader")
         line = (f"{health['packets_per_s']:.0f} pkt/s {health['bytes_per_s'] * 8 / 1e6:.2f} Mbit/s, "
                 f"drops {health['drops']}, link {'up' if health['link_up'] else 'DOWN'}; "
                 f"+{report.stats.devices_new} devices, {report.connections} connections, "
-                f"{report.facts} facts, {report.events} events in {report.seconds:.2f}s")
+                f"{report.facts} facts, {report.events} events"
+                + (f", {report.detection.raised} new alerts" if report.detection else "")
+                + f" in {report.seconds:.2f}s")
         if up is not None:
             line += f"; outbox {health.get('outbox_batches', 0)} batches, sent {up['sent']}"
             if not up["connected"] and up["last_error"]:
@@ -85,7 +103,11 @@ def sensor_run(interface: str, bpf: str | None, db: str | None, name: str | None
     if not quiet:
         click.echo(f"tapwatch sensor on {interface}" + (f" (filter {bpf!r})" if bpf else "") +
                    (f", uploading to {console_url}" if console_url else ""), err=True)
-    totals = daemon.run(source, pipeline, flush_seconds, uploader, duration, status)
+    try:
+        totals = daemon.run(source, pipeline, flush_seconds, uploader, duration, status)
+    finally:
+        if served is not None:
+            served.stop()
     click.echo(json.dumps({"packets": totals.packets, "bytes": totals.bytes, "drops": totals.drops,
                            "kernel_packets": totals.kernel_packets, "flushes": totals.flushes,
                            "reopens": totals.reopens, "seconds": round(totals.seconds, 3)}))

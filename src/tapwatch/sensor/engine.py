@@ -15,17 +15,18 @@ from typing import Any
 
 from sqlalchemy import Engine, event, select
 
+from tapwatch.analyze import Silence, conn_of, identify_and_detect, store_results
 from tapwatch.capture.reader import Chunk
 from tapwatch.decode import Decoder
 from tapwatch.decode.aggregate import Aggregator, fill_missing_macs
+from tapwatch.detect import DetectStats, RunInputs
 from tapwatch.dissect.stage import DissectResults, DissectStage
 from tapwatch.sensor import wire
 from tapwatch.sensor.outbox import Outbox, get_state, set_state
 from tapwatch.sensor.rolling import RollingPcap
-from tapwatch.store import evidence, inventory
+from tapwatch.store import inventory
 from tapwatch.store.alert_models import Alert
 from tapwatch.store.db import sessions
-from tapwatch.store.identity import refresh_identity
 
 ALERTS_MARK = "alerts_exported_until"
 
@@ -55,13 +56,15 @@ class FlushReport:
     batches: int = 0
     seconds: float = 0.0
     stats: inventory.IngestStats = field(default_factory=inventory.IngestStats)
+    detection: DetectStats | None = None
+    forwarding: str | None = None
 
 
 class SensorPipeline:
     """Feeds chunks through the batch engine; `flush()` stores the delta and queues it."""
 
     def __init__(self, engine: Engine, sensor: str, outbox: Outbox | None = None,
-                 rolling: RollingPcap | None = None, dissect: bool = True) -> None:
+                 rolling: RollingPcap | None = None, dissect: bool = True, detect: bool = True) -> None:
         self.engine = engine
         self.sessions = sessions(engine)
         self.sensor = sensor
@@ -69,9 +72,13 @@ class SensorPipeline:
         self.rolling = rolling
         self.decoder = Decoder()
         self.agg = Aggregator()
-        self.stage = DissectStage() if dissect else None
+        self.detect = detect and dissect  # the engines read the dissectors' signals
+        self.stage = DissectStage(signals=self.detect) if dissect else None
         self.packets = 0  # since the last flush
         self.bytes = 0
+        self.first_ns: int | None = None  # capture time of the delta
+        self.last_ns: int | None = None
+        self.gap = Silence()
 
     def feed(self, chunk: Chunk) -> None:
         n = len(chunk)
@@ -85,6 +92,11 @@ class SensorPipeline:
             self.rolling.write(chunk)
         self.packets += n
         self.bytes += int(chunk.wire.sum())
+        ts = chunk.ts[:n]
+        self.gap.update(ts)
+        lo, hi = int(ts.min()), int(ts.max())
+        self.first_ns = lo if self.first_ns is None else min(self.first_ns, lo)
+        self.last_ns = hi if self.last_ns is None else max(self.last_ns, hi)
 
     def _take_delta(self) -> tuple[list[Any], list[Any], DissectResults | None]:
         """What was aggregated since the last flush; the tables start empty again."""
@@ -106,18 +118,26 @@ class SensorPipeline:
         report = FlushReport(packets=self.packets, bytes=self.bytes)
         addresses, connections, results = self._take_delta()
         self.packets = self.bytes = 0
+        first_ns, last_ns, gap = self.first_ns, self.last_ns, self.gap.longest()
+        self.first_ns = self.last_ns = None
+        self.gap = Silence()
         report.addresses, report.connections = len(addresses), len(connections)
         with self.sessions.begin() as s:
             if addresses or connections:
                 report.stats = inventory.merge_run(s, addresses, connections, self.sensor)
-            touched: set[tuple[str, str]] = set()
+            ids = report.stats.device_ids
             if results is not None and (results.facts or results.errors or results.events):
-                touched = evidence.merge_facts(s, results)
-                report.facts, report.events = len(results.facts), evidence.store_events(s, results, None)
-                s.flush()
-            ids = report.stats.device_ids | (evidence.device_ids_of(s, touched) if touched else set())
-            if ids:
-                refresh_identity(s, ids)
+                report.facts = len(results.facts)
+                report.events, ids = store_results(s, results, report.stats, None)
+            run = None
+            if self.detect and results is not None and first_ns is not None and last_ns is not None:
+                run = RunInputs(
+                    sensor=self.sensor, file_id=None, first=inventory.ns_to_dt(first_ns),
+                    last=inventory.ns_to_dt(last_ns), connections=[conn_of(c) for c in connections],
+                    events=results.events, signals=results.signals, errors=results.errors,
+                    new_devices=report.stats.new_devices, gap=gap)
+            if ids or run:
+                report.detection = identify_and_detect(s, ids, run)
             if self.outbox is not None:
                 for kind, data, records in wire.delta_batches(addresses, connections, results):
                     self.outbox.put(s, kind, data, records)
@@ -128,8 +148,20 @@ class SensorPipeline:
                     health.update(outbox_batches=batches, outbox_bytes=size,
                                   outbox_dropped=Outbox.dropped(s))  # the caller shows these too
                     self.outbox.put(s, "health", health, 1)
+        if report.detection and (report.detection.raised or report.detection.updated):
+            self._forward(report)
         report.seconds = time.perf_counter() - started
         return report
+
+    def _forward(self, report: FlushReport) -> None:
+        """New alerts to the SIEM rules, once the flush is committed (rules that fail retry
+        on the next flush; the capture never waits for a SIEM)."""
+        from tapwatch.integrations.forwarding import forward_new_alerts
+
+        with self.sessions.begin() as s:
+            sent = forward_new_alerts(s)
+        if sent.rules:
+            report.forwarding = sent.summary()
 
     def _queue_alerts(self, s: Any) -> int:
         """Alerts raised or updated since the last export."""
