@@ -186,7 +186,8 @@ print(urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=
 
 def test_live_alerts_are_forwarded_and_metrics_served(net: Net, tmp_path: Path) -> None:  # noqa: F811
     """Once learning has ended, devices that appear on the wire raise alerts on the sensor
-    itself; its forwarding rules send them to syslog and its metrics endpoint counts them."""
+    itself; its forwarding rules send them to syslog, its metrics endpoint counts them, and
+    the packets behind an alert come out of its rolling capture."""
     from test_sensor_netns import TAPWATCH, free_port
 
     start_servers(net)
@@ -202,7 +203,8 @@ def test_live_alerts_are_forwarded_and_metrics_served(net: Net, tmp_path: Path) 
         r = subprocess.run([TAPWATCH, *cmd, "--db", str(db)], capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, r.stderr
     metrics_port = free_port()
-    sensor = start_sensor(net, db, "--metrics-port", str(metrics_port))
+    rolling = tmp_path / "rolling"
+    sensor = start_sensor(net, db, "--metrics-port", str(metrics_port), "--rolling-dir", str(rolling))
     wait_for(lambda: db.exists(), 20, "the sensor database")
     time.sleep(1.5)
     make_traffic(net)
@@ -233,3 +235,16 @@ def test_live_alerts_are_forwarded_and_metrics_served(net: Net, tmp_path: Path) 
     new_device = [a for a in alerts() if a.type == "new_device"]
     assert any(CLI_IP in m and "CEF:0|" in m for m in received.splitlines()), received[-2000:]
     assert received.count("CEF:0|") == len(alerts()) >= len(new_device)  # each alert sent once
+
+    client = next(a for a in new_device if a.src_ip == CLI_IP)
+    cut = tmp_path / "alert.pcap"
+    r = subprocess.run([TAPWATCH, "alerts", "pcap", str(client.id), "--db", str(db), "-o", str(cut)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    from scapy.all import IP, Ether, rdpcap
+
+    packets = rdpcap(str(cut))
+    cli_mac = net.mac(net.cli, net.cli_if)
+    assert len(packets) > 0 and r.stdout.strip().endswith(f"{len(packets)} packets")
+    assert all(p[Ether].src == cli_mac or p[Ether].dst == cli_mac
+               or (IP in p and CLI_IP in (p[IP].src, p[IP].dst)) for p in packets)

@@ -2,7 +2,8 @@
 
 Alerts keep packet numbers for what dissectors saw, and source, destination and time for
 everything; the excerpt re-reads the analyzed capture (it must still be where it was) and
-keeps the numbered packets plus the traffic between the two sides during the alert.
+keeps the numbered packets plus the traffic between the two sides during the alert. On a
+live sensor the captures are its rolling pcap files, for as long as they are kept.
 """
 
 from __future__ import annotations
@@ -103,16 +104,18 @@ def write_excerpt(session: Session, alert: Alert, out: BinaryIO) -> int:
         IngestedFile.first_seen <= alert.last_detected + MARGIN,
         IngestedFile.last_seen >= alert.first_detected - MARGIN)))
     files += [f for f in (session.get(IngestedFile, i) for i in by_file if i) if f and f not in files]
-    if not files:
+    sources = [(Path(f.path), by_file.get(f.id, set()))
+               for f in sorted(files, key=lambda f: f.first_seen or alert.first_detected)]
+    sources += [(p, set()) for p in _rolling(session, alert)]
+    if not sources:
         raise ExcerptError(f"alert {alert.id}: no analyzed capture covers its time")
     written = 0
     linktype: int | None = None
-    for f in sorted(files, key=lambda f: f.first_seen or alert.first_detected):
-        path = Path(f.path)
+    for path, numbers in sources:
         if not path.is_file():
             raise ExcerptError(f"alert {alert.id}: the capture {path} is no longer there")
         try:
-            for ts, cap, wire, data, lt in _records(alert, path, by_file.get(f.id, set())):
+            for ts, cap, wire, data, lt in _records(alert, path, numbers):
                 if linktype is None:
                     linktype = lt
                     out.write(struct.pack("<IHHiIII", _NS_MAGIC, 2, 4, 0, 0, 262144, lt))
@@ -126,5 +129,18 @@ def write_excerpt(session: Session, alert: Alert, out: BinaryIO) -> int:
         except CaptureError as e:
             raise ExcerptError(f"alert {alert.id}: {e}") from None
     if linktype is None:
-        raise ExcerptError(f"alert {alert.id}: none of its packets were found in {files[0].path}")
+        raise ExcerptError(f"alert {alert.id}: none of its packets were found in {sources[0][0]}")
     return written
+
+
+def _rolling(session: Session, alert: Alert) -> list[Path]:
+    """The sensor's rolling files around a live alert (none when this store is not a sensor's,
+    or its rolling files of that time were already rotated away)."""
+    from tapwatch.sensor import rolling
+    from tapwatch.sensor.outbox import get_state
+
+    directory = get_state(session, rolling.STATE_KEY)
+    if not directory or not Path(directory).is_dir():
+        return []
+    return rolling.covering(Path(directory), dt_to_ns(alert.first_detected - MARGIN),
+                            dt_to_ns(alert.last_detected + MARGIN))

@@ -53,7 +53,7 @@ def sensor_run(interface: str, bpf: str | None, db: str | None, name: str | None
     from tapwatch.sensor import daemon
     from tapwatch.sensor.engine import SensorPipeline, durable
     from tapwatch.sensor.live import LiveCaptureError, LiveSource
-    from tapwatch.sensor.outbox import Outbox
+    from tapwatch.sensor.outbox import Outbox, set_state
     from tapwatch.sensor.rolling import RollingPcap
     from tapwatch.sensor.uploader import Uploader
     from tapwatch.store.db import open_engine
@@ -67,6 +67,12 @@ def sensor_run(interface: str, bpf: str | None, db: str | None, name: str | None
     except LiveCaptureError as e:
         _fail(str(e))
     rolling = RollingPcap(rolling_dir, int(rolling_gb * (1 << 30))) if rolling_dir else None
+    if rolling_dir:
+        from tapwatch.sensor.rolling import STATE_KEY
+        from tapwatch.store.db import sessions
+
+        with sessions(engine).begin() as s:  # alert excerpts (`tapwatch alerts pcap`) look there
+            set_state(s, STATE_KEY, str(rolling_dir.resolve()))
     outbox = Outbox(outbox_limit_mb << 20) if console_url else None
     pipeline = SensorPipeline(engine, name or socket.gethostname(), outbox, rolling,
                               dissect=not no_dissect, detect=not no_detect)

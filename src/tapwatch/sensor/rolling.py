@@ -25,6 +25,7 @@ from tapwatch.decode.kernel import NO_MAC
 PCAP_NS_MAGIC = 0xA1B23C4D
 SNAPLEN = 262144
 PREFIX = "tapwatch-"
+STATE_KEY = "rolling_dir"  # where the sensor's store remembers its rolling directory
 
 
 def _header(linktype: int = 1) -> bytes:
@@ -72,6 +73,14 @@ def files(directory: Path) -> list[Path]:
     """The rolling files, oldest first."""
     found = [p for p in directory.glob(f"{PREFIX}*.pcap") if p.is_file()]
     return sorted(found, key=lambda p: (_first_ns(p), p.name))
+
+
+def covering(directory: Path, start_ns: int, end_ns: int) -> list[Path]:
+    """The files that may hold packets of [start_ns, end_ns], oldest first."""
+    chosen = files(directory)
+    starts = [_first_ns(p) for p in chosen]
+    return [p for i, p in enumerate(chosen)
+            if starts[i] <= end_ns and not (i + 1 < len(chosen) and starts[i + 1] < start_ns)]
 
 
 class RollingPcap:
@@ -148,17 +157,14 @@ def _ip_words(ip: str) -> tuple[int, int]:
 def extract(directory: str | os.PathLike[str], start_ns: int, end_ns: int, output: str | os.PathLike[str],
             mac: str | None = None, ip: str | None = None) -> Extract:
     """Copy the packets in [start_ns, end_ns] (of one device, when given) into `output`."""
-    chosen = files(Path(directory))
-    starts = [_first_ns(p) for p in chosen]
+    chosen = covering(Path(directory), start_ns, end_ns)
     want_mac = _mac_int(mac) if mac else None
     want_ip = _ip_words(ip) if ip else None
     out = Path(output)
     packets = used = 0
     with open(out, "wb") as fh:
         fh.write(_header())
-        for i, path in enumerate(chosen):
-            if starts[i] > end_ns or (i + 1 < len(chosen) and starts[i + 1] < start_ns):
-                continue
+        for path in chosen:
             used += 1
             decoder = Decoder()
             with CaptureReader(path) as reader:
