@@ -50,18 +50,26 @@ class Finding:
 
 
 class DeviceIndex:
-    """(mac, ip) -> device id through the addresses table, loaded once per run."""
+    """(mac, ip) -> device id through the addresses table: the run's endpoints loaded at once,
+    others when asked for."""
 
     def __init__(self, session: Session, endpoints: set[Endpoint]) -> None:
+        self.session = session
+        self.exact: dict[tuple[str, str], int] = {}
+        self.by_mac: dict[str, int] = {}
+        self.loaded: set[Endpoint] = set()
+        self._load(endpoints)
+
+    def _load(self, endpoints: set[Endpoint]) -> None:
+        self.loaded |= endpoints
         macs = sorted({m for m, _ in endpoints if m})
         ips = sorted({i for _, i in endpoints if i})
         rows: list[Address] = []
         for part in chunks(macs):
-            rows += session.scalars(select(Address).where(Address.mac.in_(part)))
+            rows += self.session.scalars(select(Address).where(Address.mac.in_(part)))
         for part in chunks(ips):
-            rows += session.scalars(select(Address).where(Address.mac == "", Address.ip.in_(part)))
-        self.exact = {(a.mac, a.ip): a.device_id for a in rows if a.device_id}
-        self.by_mac: dict[str, int] = {}
+            rows += self.session.scalars(select(Address).where(Address.mac == "", Address.ip.in_(part)))
+        self.exact.update({(a.mac, a.ip): a.device_id for a in rows if a.device_id})
         for a in rows:
             if a.device_id and a.mac and a.role == "device":
                 self.by_mac.setdefault(a.mac, a.device_id)
@@ -69,6 +77,8 @@ class DeviceIndex:
     def __call__(self, ep: Endpoint | None) -> int | None:
         if ep is None:
             return None
+        if ep not in self.loaded:  # an endpoint the run did not name (a device gone quiet, say)
+            self._load({ep})
         mac, ip = ep[0] or "", ep[1] or ""
         found = self.exact.get((mac, ip)) or self.exact.get((mac, ""))
         if found is None and not ip:

@@ -59,6 +59,9 @@ class RunInputs:
     devices: list[Device] = field(default_factory=list)  # every device the run touched
     firmware_before: dict[int, str | None] = field(default_factory=dict)
     gap: tuple[datetime, datetime] | None = None  # the longest silence between packets
+    # a live sensor's flush: the end of the previous one (devices that fell silent since
+    # are checked even though this delta did not touch them)
+    watch_since: datetime | None = None
 
 
 @lru_cache(maxsize=65536)

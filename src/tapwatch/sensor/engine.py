@@ -78,7 +78,8 @@ class SensorPipeline:
         self.bytes = 0
         self.first_ns: int | None = None  # capture time of the delta
         self.last_ns: int | None = None
-        self.gap = Silence()
+        self.gap = Silence()  # carries the previous delta's last packet
+        self.watch_since_ns = time.time_ns()  # the end of the previous detection run
 
     def feed(self, chunk: Chunk) -> None:
         n = len(chunk)
@@ -120,7 +121,12 @@ class SensorPipeline:
         self.packets = self.bytes = 0
         first_ns, last_ns, gap = self.first_ns, self.last_ns, self.gap.longest()
         self.first_ns = self.last_ns = None
+        last_packet = self.gap.prev
         self.gap = Silence()
+        self.gap.prev = last_packet
+        if first_ns is None and last_packet is not None:  # nothing arrived: the wire is quiet so far
+            first_ns = last_ns = time.time_ns()
+            gap = (inventory.ns_to_dt(last_packet), inventory.ns_to_dt(last_ns))
         report.addresses, report.connections = len(addresses), len(connections)
         with self.sessions.begin() as s:
             if addresses or connections:
@@ -135,7 +141,9 @@ class SensorPipeline:
                     sensor=self.sensor, file_id=None, first=inventory.ns_to_dt(first_ns),
                     last=inventory.ns_to_dt(last_ns), connections=[conn_of(c) for c in connections],
                     events=results.events, signals=results.signals, errors=results.errors,
-                    new_devices=report.stats.new_devices, gap=gap)
+                    new_devices=report.stats.new_devices, gap=gap,
+                    watch_since=inventory.ns_to_dt(self.watch_since_ns))
+                self.watch_since_ns = last_ns
             if ids or run:
                 report.detection = identify_and_detect(s, ids, run)
             if self.outbox is not None:

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from sqlalchemy import select
+
 from tapwatch.detect.alerts import Finding
 from tapwatch.detect.baseline import GAP
 from tapwatch.detect.context import Context, at, last_at
+from tapwatch.store.models import Device
 
 BY_EVENT = {"plc_stop": "plc_stop", "mode_change": "plc_mode_change", "cold_restart": "device_restart",
             "warm_restart": "device_restart", "device_reset": "device_restart"}
@@ -30,11 +33,18 @@ def run(ctx: Context) -> None:
 def _disconnected(ctx: Context) -> None:
     silence = timedelta(seconds=float(ctx.threshold("device_disconnected", "silence")))
     end = ctx.inputs.last
-    for d in ctx.inputs.devices:
+    since = ctx.inputs.first
+    devices = ctx.inputs.devices
+    if ctx.inputs.watch_since is not None:
+        # live: the devices whose silence reached the threshold since the previous flush
+        since = ctx.inputs.watch_since - silence
+        devices = list(ctx.session.scalars(select(Device).where(
+            Device.device_class == "OT", Device.last_seen >= since, Device.last_seen < end - silence)))
+    for d in devices:
         if d.device_class != "OT" or d.is_gateway or d.packets_sent < MIN_PACKETS:
             continue
         # it had been talking at least as long as it has now been silent, and stopped in this run
-        if ctx.inputs.first <= d.last_seen < end - silence and d.last_seen - d.first_seen >= silence:
+        if since <= d.last_seen < end - silence and d.last_seen - d.first_seen >= silence:
             ctx.report(Finding("device_disconnected", d.last_seen, (d.mac, d.ip),
                                details={"device_id": d.id, "silent_seconds":
                                         int((end - d.last_seen).total_seconds())},
