@@ -81,6 +81,12 @@ def test_demo_prints_the_example_site_inventory(tmp_path) -> None:
     assert run.returncode == 0, run.stderr
     assert "15 devices" in run.stdout and "10.20.0.50" in run.stdout
     assert "plc_stop" in run.stdout and "arp_scan" in run.stdout and "5 alerts" in run.stdout
+    assert "carries 2 published vulnerabilities" in run.stdout
+    vulns = json.loads(tapwatch("vulns", "list", "--db", str(tmp_path / "demo" / "tapwatch.db"),
+                                "--format", "json").stdout)
+    # the S7-1200's V4.2.3 lies in both ranges (< V4.5.0, < V4.4.0), matched by firmware
+    assert sorted((v["device_ip"], v["cve"], v["confidence"]) for v in vulns) == [
+        ("10.20.0.60", "CVE-2019-10936", "firmware"), ("10.20.0.60", "CVE-2020-15782", "firmware")]
 
 
 def test_edits_survive_reanalysis_until_reset(tmp_path) -> None:

@@ -451,6 +451,7 @@ def demo(directory: str) -> None:
     click.echo(f"\nthe first {DEMO_LEARNING / 60:.0f} minutes were learned as normal; then an unknown "
                "laptop scanned the network and stopped the S7 PLC:")
     ctx.invoke(alerts_list, db=str(db), fmt="table", status=None, severity=None, type_=None)
+    _demo_vulnerabilities(db)
     click.echo(f"\nexplore it: tapwatch devices list --db {db} --format json")
     with sessions(open_engine(str(db)))() as s:
         plc = s.scalar(select(Device.id).where(Device.ip == "10.20.0.60"))
@@ -460,6 +461,29 @@ def demo(directory: str) -> None:
         stop = s.scalar(select(Alert.id).where(Alert.type == "plc_stop"))
     click.echo(f"            tapwatch alerts show {stop} --db {db}     # the PLC stop and its evidence")
     click.echo(f"            tapwatch serve --db {db}             # the console in a browser")
+
+
+def _demo_vulnerabilities(db: Path) -> None:
+    """Match the site against a small built-in advisory (published S7-1200 CVEs), offline,
+    as a site would with the feeds it imports."""
+    from importlib.resources import as_file, files
+
+    from tapwatch.vulns import importer, matcher
+
+    engine = open_engine(str(db))
+    with as_file(files("tapwatch.data") / "demo_advisory.json") as feed:
+        importer.import_files(engine, [feed])
+    with sessions(engine).begin() as s:
+        matcher.refresh(s)
+    with sessions(engine)() as s:
+        plc = s.scalar(select(Device.id).where(Device.ip == "10.20.0.60"))
+        rows = matcher.list_matches(s, plc) if plc else []
+    engine.dispose()
+    click.echo(f"\nthe S7 PLC's firmware carries {len(rows)} published vulnerabilities "
+               "(built-in demo advisory):")
+    for r in rows:
+        click.echo(f"  {r['cve']}  CVSS {r['cvss_score']}  {r['title']} ({r['confidence']} {r['firmware']}, "
+                   f"affected {r['affected_versions']}): {r['remediation'] or 'no fix published'}")
 
 
 # -- command groups of later capabilities: imported when used, so `tapwatch analyze` does
