@@ -120,9 +120,12 @@ def _touch_address(keys, vals, aflags, protos, vlans, k, ts, sent, nbytes, flag,
 
 @njit(cache=True)
 def aggregate(start, n, ts, wlen, smac, dmac, vlan, l3, shi, slo, dhi, dlo, ipproto, sport,
-              dport, flags, l3id, l4id, appid,
+              dport, flags, l3id, l4id, appid, pay_len,
               akeys, avals, aflags, aprotos, avlans, ckeys, cvals, capp, counts):
     """Fold rows [start, n) into the tables. Returns the next row to process.
+
+    A TCP port names an application only once a segment carries data: a scan's SYNs and
+    RSTs make connection attempts, not telnet or Modbus on the devices they touch.
 
     Stops early (returning a row index < n) when a table passes its load limit; the
     caller grows the table and calls again from there. counts = [addresses, connections].
@@ -138,7 +141,10 @@ def aggregate(start, n, ts, wlen, smac, dmac, vlan, l3, shi, slo, dhi, dlo, ippr
         f = flags[i]
         pids[0] = l3id[i]
         pids[1] = l4id[i]
-        pids[2] = appid[i]
+        app = appid[i]
+        if ipproto[i] == 6 and pay_len[i] <= 0:
+            app = 0
+        pids[2] = app
         src_ip = (shi[i] != 0 or slo[i] != 0) and not _is_group_ip(shi[i], slo[i])
         dst_ip = (dhi[i] != 0 or dlo[i] != 0) and not _is_group_ip(dhi[i], dlo[i])
         sm = smac[i]
@@ -192,8 +198,10 @@ def aggregate(start, n, ts, wlen, smac, dmac, vlan, l3, shi, slo, dhi, dlo, ippr
                 cvals[s, C_LAST] = ts[i]
                 for j in range(2, 6):
                     cvals[s, j] = 0
-                capp[s] = appid[i] if appid[i] > 0 else l4id[i]
+                capp[s] = app if app > 0 else l4id[i]
             else:
+                if app > 0 and capp[s] == l4id[i]:
+                    capp[s] = app
                 if ts[i] < cvals[s, C_FIRST]:
                     cvals[s, C_FIRST] = ts[i]
                 if ts[i] > cvals[s, C_LAST]:
@@ -297,7 +305,7 @@ class Aggregator:
             i = aggregate(
                 i, rows.n, rows.ts, rows.wlen, rows.smac, rows.dmac, rows.vlan, rows.l3,
                 rows.shi, rows.slo, rows.dhi, rows.dlo, rows.ipproto, rows.sport, rows.dport,
-                rows.flags, rows.l3id, rows.l4id, rows.appid,
+                rows.flags, rows.l3id, rows.l4id, rows.appid, rows.pay_len,
                 self.akeys, self.avals, self.aflags, self.aprotos, self.avlans,
                 self.ckeys, self.cvals, self.capp, self.counts,
             )
