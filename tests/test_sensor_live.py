@@ -27,6 +27,7 @@ from test_sensor_netns import (
     stop,
     summary,
     wait_for,
+    wait_line,
 )
 
 
@@ -153,10 +154,7 @@ def test_kernel_drops_are_reported(net: Net) -> None:  # noqa: F811
             "sys.stdin.readline()\n"
             "st = src.poll_stats()\n"
             "print(st.packets, st.drops, st.kernel_packets, flush=True)\n")
-    p = net.spawn(net.srv, "python3" if False else __import__("sys").executable, "-u", "-c", code, net.srv_if,
-                  stdin=__import__("subprocess").PIPE)
-    from test_sensor_netns import wait_line
-
+    p = net.spawn(net.srv, PY, "-u", "-c", code, net.srv_if, stdin=subprocess.PIPE)
     wait_line(p)
     flood = ("import socket, sys\n"
              "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
