@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -249,4 +250,44 @@ def test_snapshots_trend_and_over_commitment_warning(tmp_path, now) -> None:  # 
         first = rules.periods(s, plan.id)[0]
         assert first.billable_peak == max(t["billable"] for t in ledger.trend(s, sub_id)[:days])
         assert ledger.usage(s, subscriptions.get(s, sub_id)).warning is None
+    engine.dispose()
+
+
+def test_a_plan_covering_one_part_shows_findings_of_that_part_only(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The demo site: its alerts all involve OT devices (the intruder typed as engineering
+    workstation, the PLC), its CVEs are the PLC's, and its recommendations span both parts."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    demo = tmp_path / "demo"
+    tw = str(Path(sys.executable).parent / "tapwatch")
+    assert subprocess.run([tw, "demo", "--dir", str(demo)], capture_output=True, timeout=300).returncode == 0
+    engine = open_engine(str(demo / "tapwatch.db"))
+    maker = sessions(engine)
+    with maker.begin() as s:
+        token = auth.issue_token(s, auth.add_user(s, "ana", "a long password", "security_analyst", "t"),
+                                 "t", "t")
+    hdr = {"Authorization": f"Bearer {token}"}
+    client = TestClient(create_app(engine))
+
+    def seen() -> tuple[int, set[str], set[str]]:
+        def get(path: str) -> Any:
+            return client.get(f"/api/v1/{path}", headers=hdr).json()
+
+        vulns = {v["cve"] for v in get("vulnerabilities")["vulnerabilities"]}
+        classes = {d["class"] for r in get("recommendations")["recommendations"]
+                   for d in (*r["unhealthy"], *r["healthy"])}
+        return get("alerts")["total"], vulns, classes
+
+    everything = seen()
+    assert everything == (5, {"CVE-2019-10936", "CVE-2020-15782"}, {"IT", "IoT", "OT"})
+    sub = _sub(maker)
+    with maker.begin() as s:
+        plan = rules.add(s, CLI, subscriptions.get(s, sub), "monthly", committed=100, coverage="ot")
+    assert seen() == everything[:2] + ({"OT"},)
+    with maker.begin() as s:
+        rules.cancel(s, CLI, plan.id)
+        rules.add(s, CLI, subscriptions.get(s, sub), "monthly", committed=100, coverage="eiot")
+    assert seen() == (0, set(), {"IT", "IoT"})
     engine.dispose()

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, and_, false, or_, select
 from sqlalchemy.orm import Session
 
 from tapwatch.plans import subscriptions
@@ -21,6 +21,7 @@ from tapwatch.plans.counting import COVERAGE_PARTS, part_of
 from tapwatch.plans.plans import naive_utc, state, term_at
 from tapwatch.store.console_models import utcnow
 from tapwatch.store.inventory import iso
+from tapwatch.store.models import Device
 from tapwatch.store.plan_models import Plan, Subscription
 
 SERVICES = ("alerts", "recommendations", "vulnerabilities", "sensor_data")
@@ -129,3 +130,26 @@ def check(session: Session, service: str, subscription_id: int | None = None,
     if not ent.allows(service):
         raise NotEntitled(ent.refusal(service))
     return ent
+
+
+def covered_devices(session: Session, at: datetime | None = None) -> ColumnElement[bool] | None:
+    """SQL condition on Device selecting the devices whose subscription's plan covers their
+    class (an OT-only plan: OT devices); None when every device is covered. Security
+    findings (alerts, vulnerabilities, recommendations, risk) are shown for these only."""
+    if not subscriptions.any_exist(session):
+        return None
+    parts: list[ColumnElement[bool]] = []
+    partial = False
+    for sub in subscriptions.all_subscriptions(session):
+        coverage = entitlements(session, sub.id, at).coverage
+        if coverage == frozenset(COVERAGE_PARTS["both"]):
+            parts.append(subscriptions.device_scope(session, sub.id))
+            continue
+        partial = True
+        if coverage:
+            ot = Device.device_class == "OT"
+            by_class = ot if coverage == {"ot"} else or_(Device.device_class.is_(None), ~ot)
+            parts.append(and_(subscriptions.device_scope(session, sub.id), by_class))
+    if not partial:
+        return None
+    return or_(*parts) if parts else false()

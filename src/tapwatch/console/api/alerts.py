@@ -11,7 +11,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
-from sqlalchemy import or_, select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from tapwatch.console import queries, rbac
@@ -20,8 +20,10 @@ from tapwatch.console.rbac import Principal, require
 from tapwatch.console.web import actor, get_or_404, tx
 from tapwatch.detect import alerts as lifecycle
 from tapwatch.detect.pcap import ExcerptError, write_excerpt
+from tapwatch.plans import features
 from tapwatch.store.alert_models import SEVERITIES, STATUSES, Alert
 from tapwatch.store.console_models import audit, utcnow
+from tapwatch.store.models import Device
 
 # every alert route needs a plan in force on the subscription asked for (tapwatch.plans)
 router = APIRouter(tags=["alerts"], dependencies=[Depends(entitled("alerts"))])
@@ -63,6 +65,12 @@ def alert_conditions(status: str | None, severity: str | None, type_: str | None
 
 
 def page_alerts(s: Session, conds: list[Any], page: int, page_size: int) -> tuple[int, list[Alert]]:
+    """A page of alerts, of the devices the plans cover (and those naming no device)."""
+    covered = features.covered_devices(s)
+    if covered is not None:
+        ids = select(Device.id).where(covered)
+        conds = [*conds, or_(and_(Alert.src_device_id.is_(None), Alert.dst_device_id.is_(None)),
+                             Alert.src_device_id.in_(ids), Alert.dst_device_id.in_(ids))]
     return queries.page_rows(s, Alert, conds, [Alert.last_detected.desc(), Alert.id.desc()], page,
                              page_size)
 

@@ -20,11 +20,13 @@ from typing import Any
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session
 
 from tapwatch.console import queries, rbac
 from tapwatch.console.api.plans import entitled
 from tapwatch.console.rbac import Principal, require
 from tapwatch.console.web import get_or_404, tx
+from tapwatch.plans import features
 from tapwatch.store.inventory import iso
 from tapwatch.store.models import Device
 from tapwatch.store.vuln_models import Vulnerability
@@ -62,7 +64,21 @@ def current_findings(request: Request) -> dict[int, findings_mod.DeviceFindings]
     """Every device's findings after a refresh of the matches (what the CLI's reads use)."""
     refresh_matches(request)
     with request.app.state.sessions() as s:  # read-only; loaded devices stay readable after
-        return findings_mod.gather(s)
+        found = findings_mod.gather(s)
+        keep = covered_ids(s)
+        return found if keep is None else {i: f for i, f in found.items() if i in keep}
+
+
+def covered_ids(s: Session) -> set[int] | None:
+    """The devices whose plan covers their class (a plan covering only OT: OT devices), or
+    None when all are: findings of the others are not shown."""
+    covered = features.covered_devices(s)
+    return None if covered is None else set(s.scalars(select(Device.id).where(covered)))
+
+
+def _covered_rows(s: Session, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    keep = covered_ids(s)
+    return rows if keep is None else [r for r in rows if r["device_id"] in keep]
 
 
 def load_weights() -> dict[str, Any]:
@@ -150,7 +166,7 @@ def matches(request: Request, device_id: int | None = None) -> list[dict[str, An
     """The CLI's `vulns list` rows (after a refresh)."""
     refresh_matches(request)
     with tx(request) as s:
-        return matcher.list_matches(s, device_id)
+        return _covered_rows(s, matcher.list_matches(s, device_id))
 
 
 def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -187,7 +203,7 @@ def one_vulnerability(request: Request, cve_id: str) -> dict[str, Any]:
         if v is None:
             raise HTTPException(404, f"no vulnerability {cve_id[:64]!r} in the imported feeds")
         out = vulnerability_json(v)
-        out["devices"] = [r for r in matcher.list_matches(s) if r["cve"] == v.cve_id]
+        out["devices"] = _covered_rows(s, [r for r in matcher.list_matches(s) if r["cve"] == v.cve_id])
     return out
 
 
