@@ -44,8 +44,9 @@ import psycopg
 from sqlalchemy import Engine, create_engine, insert, text
 
 from tapwatch.console import auth
+from tapwatch.console.queries import NOT_NULL_SORTS, SEARCH_COUNT_CAP
 from tapwatch.store.db import open_engine, sessions
-from tapwatch.store.models import Address, Connection, Device, Fact
+from tapwatch.store.models import SEARCH_COLUMNS, Address, Connection, Device, Fact
 
 TAPWATCH = str(Path(sys.executable).parent / "tapwatch")
 TARGET_MS = 150.0
@@ -374,7 +375,14 @@ SQL_SORT = {"id": "id", "ip": "ip", "mac": "mac", "name": "name", "type": "type"
 
 
 class SqlPeer:
-    """The same listing as bare SQL: COUNT, the page, its addresses (what the answer needs)."""
+    """The same listing as bare SQL, the least the answer needs: the page's ids in sort order,
+    their rows, their addresses, and the count (only when a full page leaves it open).
+
+    It takes the console's paths (tapwatch.console.queries): a text search reads the ids of
+    its first SEARCH_COUNT_CAP matches in one pass, as `lower(col) LIKE lower(text)` on
+    PostgreSQL (what the trigram index answers), planned for each text, and SQLite sorts the
+    matches itself (`+col`) rather than walking the sort column's index.
+    """
 
     def __init__(self, dialect: str, target: str, schema: str | None = None) -> None:
         self.dialect = dialect
@@ -382,7 +390,9 @@ class SqlPeer:
             self.con: Any = sqlite3.connect(target)
             self.ph = "?"
         else:
-            self.con = psycopg.connect(target, options=f"-csearch_path={schema}", autocommit=True)
+            # no prepared statements: each statement is planned for its own values
+            self.con = psycopg.connect(target, options=f"-csearch_path={schema}", autocommit=True,
+                                       prepare_threshold=None)
             self.ph = "%s"
 
     def close(self) -> None:
@@ -393,13 +403,15 @@ class SqlPeer:
         return dt.strftime("%Y-%m-%d %H:%M:%S.%f") if self.dialect == "sqlite" else dt
 
     def statements(self, params: dict[str, Any]) -> tuple[str, str, list[Any], list[Any]]:
+        """(count, ids of the page, their arguments): for a search the ids are its first matches."""
         ph, where, args = self.ph, [], []
-        if params.get("q"):
+        search = bool(params.get("q"))
+        if search:
             like = "%" + params["q"].replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-            op = "ILIKE" if self.dialect == "postgresql" else "LIKE"
-            cols = ("name", "ip", "mac", "vendor", "model", "os")
-            where.append("(" + " OR ".join(f"{c} {op} {ph} ESCAPE '\\'" for c in cols) + ")")
-            args += [like] * len(cols)
+            test = "lower({c}) LIKE lower({ph}) ESCAPE '\\'" if self.dialect == "postgresql" \
+                else "{c} LIKE {ph} ESCAPE '\\'"
+            where.append("(" + " OR ".join(test.format(c=c, ph=ph) for c in SEARCH_COLUMNS) + ")")
+            args += [like] * len(SEARCH_COLUMNS)
         for key, col in (("type", "type"), ("vendor", "vendor"), ("site", "site"), ("zone", "zone"),
                          ("class", "device_class")):
             if params.get(key):
@@ -415,25 +427,36 @@ class SqlPeer:
             where.append(f"last_seen < {ph}")
             args.append(self._ts(params["seen_before"]))
         cond = (" WHERE " + " AND ".join(where)) if where else ""
-        sort = SQL_SORT[params.get("sort", "id")]
+        key = params.get("sort", "id")
+        sort = SQL_SORT[key]
+        if search and self.dialect == "sqlite" and key != "id":
+            sort = f"+{sort}"
         direction = "DESC" if params.get("order", "asc") == "desc" else "ASC"
+        nulls = "" if key in NOT_NULL_SORTS else " NULLS LAST"
         size = int(params.get("page_size", 50))
         offset = (int(params.get("page", 1)) - 1) * size
         count = f"SELECT count(id) FROM devices{cond}"
-        page = (f"SELECT * FROM devices{cond} ORDER BY {sort} {direction} NULLS LAST, id "
-                f"LIMIT {ph} OFFSET {ph}")
-        return count, page, args, [*args, size, offset]
+        ids = f"SELECT id FROM devices{cond} ORDER BY {sort} {direction}{nulls}, id LIMIT {ph} OFFSET {ph}"
+        reach = max(SEARCH_COUNT_CAP, offset + size)
+        return count, ids, args, [*args, reach + 1, 0] if search else [*args, size, offset]
 
     def run(self, params: dict[str, Any]) -> float:
         count, page, count_args, page_args = self.statements(params)
+        size = int(params.get("page_size", 50))
+        offset = (int(params.get("page", 1)) - 1) * size
         t = time.perf_counter()
         cur = self.con.cursor()
-        cur.execute(count, count_args)
-        cur.fetchone()
         cur.execute(page, page_args)
         ids = [row[0] for row in cur.fetchall()]
+        if params.get("q"):
+            ids = ids[offset:offset + size]
+        elif len(ids) == size or (not ids and offset):
+            cur.execute(count, count_args)
+            cur.fetchone()
         if ids:
             marks = ",".join([self.ph] * len(ids))
+            cur.execute(f"SELECT * FROM devices WHERE id IN ({marks})", ids)
+            cur.fetchall()
             cur.execute(f"SELECT * FROM addresses WHERE device_id IN ({marks})", ids)
             cur.fetchall()
         cur.close()

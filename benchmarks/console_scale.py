@@ -2,9 +2,10 @@
 processes, then query latency; next to raw psycopg COPY of the same rows (the lower bound).
 
 Each simulated sensor owns a block of devices (MAC+IP) and connections among them and
-uploads them the way a sensor does: gzip'd JSON batches (connections, then addresses),
-each applied exactly once. Two `tapwatch serve` processes share one fresh PostgreSQL
-schema; uploads go to both, round robin, from a thread pool.
+uploads them the way a sensor does: gzip'd JSON batches of one flush (addresses, then
+connections), each applied exactly once. Two `tapwatch serve` processes share one fresh
+PostgreSQL schema; uploads go to both, round robin, from a thread pool. The load average
+is printed around the upload, since the machine may be busy with other work.
 
     .venv/bin/python benchmarks/console_scale.py                 # 50 sensors, 10k devices, 100k connections
     .venv/bin/python benchmarks/console_scale.py --full          # 50 sensors, 1 M devices, 10 M connections
@@ -86,27 +87,39 @@ def get_ms(url: str, token: str, path: str, n: int = 10) -> float:
     return statistics.median(times)
 
 
-def copy_peer(dsn: str, schema: str, addresses: list[AddressRecord], conns: list[ConnectionRecord]) -> float:
-    """Seconds for psycopg COPY of the same rows into plain tables: the floor for ingestion."""
+def copy_peer(dsn: str, schema: str, sensors: int, devices: int, connections: int) -> float:
+    """Seconds for psycopg COPY of the same rows into plain tables: the floor for ingestion.
+
+    The rows are made again sensor by sensor (as for the upload), never all held at once.
+    """
     with psycopg.connect(dsn, options=f"-csearch_path={schema}") as con:
         con.execute("CREATE TABLE peer_devices (mac bigint, ip bigint, first_ns bigint, last_ns bigint, "
                     "ps bigint, bs bigint, pr bigint, br bigint)")
         con.execute("CREATE TABLE peer_connections (cmac bigint, cip bigint, smac bigint, sip bigint, "
                     "proto int, port int, first_ns bigint, last_ns bigint, p1 bigint, b1 bigint, "
                     "p2 bigint, b2 bigint, UNIQUE (cmac, cip, smac, sip, proto, port))")
+        took = 0.0
+        for k in range(sensors):
+            addresses, conns = sensor_records(k, devices, connections)
+            t = time.perf_counter()
+            with con.cursor() as cur:
+                with cur.copy("COPY peer_devices FROM STDIN") as cp:
+                    for a in addresses:
+                        cp.write_row((a.mac, a.ip_lo, a.first_ns, a.last_ns, a.packets_sent, a.bytes_sent,
+                                      a.packets_received, a.bytes_received))
+                with cur.copy("COPY peer_connections FROM STDIN") as cp:
+                    for c in conns:
+                        cp.write_row((c.client_mac, c.client_lo, c.server_mac, c.server_lo, c.ipproto,
+                                      c.server_port, c.first_ns, c.last_ns, c.packets_c2s, c.bytes_c2s,
+                                      c.packets_s2c, c.bytes_s2c))
+            took += time.perf_counter() - t
         t = time.perf_counter()
-        with con.cursor() as cur:
-            with cur.copy("COPY peer_devices FROM STDIN") as cp:
-                for a in addresses:
-                    cp.write_row((a.mac, a.ip_lo, a.first_ns, a.last_ns, a.packets_sent, a.bytes_sent,
-                                  a.packets_received, a.bytes_received))
-            with cur.copy("COPY peer_connections FROM STDIN") as cp:
-                for c in conns:
-                    cp.write_row((c.client_mac, c.client_lo, c.server_mac, c.server_lo, c.ipproto,
-                                  c.server_port, c.first_ns, c.last_ns, c.packets_c2s, c.bytes_c2s,
-                                  c.packets_s2c, c.bytes_s2c))
         con.commit()
-        return time.perf_counter() - t
+        return took + time.perf_counter() - t
+
+
+def load() -> str:
+    return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def main() -> None:
@@ -139,17 +152,15 @@ def main() -> None:
         per_dev, per_conn = args.devices // args.sensors, args.connections // args.sensors
         print(f"{args.sensors} sensors × {per_dev} devices, {per_conn} connections; "
               f"{args.consoles} console processes on PostgreSQL")
-        work: list[tuple[int, bytes]] = []
-        all_addr: list[AddressRecord] = []
-        all_conn: list[ConnectionRecord] = []
+        # per sensor, its flush's batches in order (addresses, then connections); sensors in parallel
+        by_sensor: dict[int, list[bytes]] = {}
         t = time.perf_counter()
         for k in range(args.sensors):
             addresses, conns = sensor_records(k, per_dev, per_conn)
-            all_addr += addresses
-            all_conn += conns
-            for kind, data, _n in wire.delta_batches(addresses, conns, None):
-                work.append((k, wire.encode(kind, data)[1]))
-        print(f"encoded {len(work)} batches in {time.perf_counter() - t:.1f}s")
+            by_sensor[k] = [wire.encode(kind, data)[1]
+                            for kind, data, _n in wire.delta_batches(addresses, conns, None)]
+        rows = args.sensors * (per_dev + per_conn)
+        print(f"encoded {sum(map(len, by_sensor.values()))} batches in {time.perf_counter() - t:.1f}s")
         urls = []
         with tempfile.TemporaryDirectory() as d:
             for i in range(args.consoles):
@@ -165,22 +176,19 @@ def main() -> None:
                         break
                     except OSError:
                         time.sleep(0.2)
-            # per sensor, batches in order; sensors in parallel
-            by_sensor: dict[int, list[bytes]] = {}
-            for k, body in work:
-                by_sensor.setdefault(k, []).append(body)
 
             def upload(k: int) -> None:
                 for body in by_sensor[k]:
                     post(urls[k % len(urls)], tokens[k], body)
 
+            print(f"uploading; {load()}")
             t = time.perf_counter()
             with ThreadPoolExecutor(args.workers) as pool:
                 list(pool.map(upload, range(args.sensors)))
             ingest = time.perf_counter() - t
-            rows = len(all_addr) + len(all_conn)
-            print(f"tapwatch console ingestion: {ingest:.1f}s, {len(all_addr) / ingest:,.0f} devices/s, "
-                  f"{len(all_conn) / ingest:,.0f} connections/s ({rows / ingest:,.0f} rows/s)")
+            n_dev, n_conn = args.sensors * per_dev, args.sensors * per_conn
+            print(f"tapwatch console ingestion: {ingest:.1f}s, {n_dev / ingest:,.0f} devices/s, "
+                  f"{n_conn / ingest:,.0f} connections/s ({rows / ingest:,.0f} rows/s); {load()}")
             # a re-send of everything (every acknowledgement lost) applies nothing
             t = time.perf_counter()
             with ThreadPoolExecutor(args.workers) as pool:
@@ -190,13 +198,14 @@ def main() -> None:
                          "/api/v1/sensors", "/api/v1/devices?page=50&page_size=100"):
                 print(f"query {path}: median {get_ms(urls[0], admin_token, path):.1f} ms")
             dsn = base.replace("postgresql+psycopg://", "postgresql://")
-            peer = copy_peer(dsn, schema, all_addr, all_conn)
+            peer = copy_peer(dsn, schema, args.sensors, per_dev, per_conn)
             print(f"peer psycopg COPY of the same rows: {peer:.1f}s, {rows / peer:,.0f} rows/s "
                   f"(tapwatch is {ingest / peer:.1f}x the raw COPY time)")
             with psycopg.connect(dsn, options=f"-csearch_path={schema}") as con:
-                n_dev = con.execute("select count(*) from devices").fetchone()
-                n_conn = con.execute("select count(*) from connections").fetchone()
-            print(f"stored: {n_dev[0] if n_dev else '?'} devices, {n_conn[0] if n_conn else '?'} connections")
+                got_dev = con.execute("select count(*) from devices").fetchone()
+                got_conn = con.execute("select count(*) from connections").fetchone()
+            print(f"stored: {got_dev[0] if got_dev else '?'} devices, "
+                  f"{got_conn[0] if got_conn else '?'} connections")
     finally:
         for p in procs:
             p.terminate()

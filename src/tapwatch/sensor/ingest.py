@@ -2,35 +2,43 @@
 
 A batch is applied in one transaction that first claims its id in `sensor_batches`
 (unique per sensor, INSERT … ON CONFLICT DO NOTHING): a batch seen before changes
-nothing and is acknowledged again. The data goes through the same store functions as a
-capture file (merge_run, merge_facts, store_events, refresh_identity), so a device seen
-by several sensors is one device. On PostgreSQL, data batches take a transaction-level
-advisory lock: merge_run reads, adds and writes counters, and two console processes
-applying at once would otherwise lose updates. Conflicts and deadlocks are retried.
+nothing and is acknowledged again. Addresses and connections go through the set-based
+merge of sensor.merge, evidence through the same store functions as a capture file
+(merge_facts, store_events), so a device seen by several sensors is one device. Devices
+a batch touches wait in a queue; the last batch of a sensor's flush (or any batch of a
+sensor that does not mark its flushes) recomputes their identity once, from everything.
+
+On PostgreSQL several console processes share the database under a transaction-level
+advisory lock: connection batches take it shared (their upserts add counters in SQL and
+run side by side), every other data batch takes it exclusive (address batches re-plan
+devices from what they read, evidence merges facts the same way). Batches are parsed
+before the transaction, so nobody waits on that. Conflicts and deadlocks are retried.
 """
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, text, update
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy import Engine, select, text
+from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from tapwatch.console.auth import digest
-from tapwatch.sensor import health, wire
+from tapwatch.sensor import health, merge, planner_stats, wire
 from tapwatch.store import evidence, inventory
 from tapwatch.store.alert_models import Alert
 from tapwatch.store.console_models import audit, utcnow
 from tapwatch.store.identity import refresh_identity
-from tapwatch.store.models import Address, Device
+from tapwatch.store.models import Address
 from tapwatch.store.sensor_models import Sensor, SensorBatch
 
+log = logging.getLogger("tapwatch.sensor")
 SENSOR_TOKEN_PREFIX = "tws_"
-APPLY_LOCK = 0x7461707761746368  # "tapwatch": one data batch at a time per database
+APPLY_LOCK = 0x7461707761746368  # "tapwatch": shared by connection batches, else exclusive
 ATTEMPTS = 8
 
 
@@ -101,15 +109,49 @@ def _retryable(e: DBAPIError) -> bool:
 
 def apply_batch(db: sessionmaker[Session], sensor_id: int, doc: dict[str, Any]) -> bool:
     """Apply one decoded batch; False when this batch was applied before (nothing changed)."""
+    if doc["kind"] != "health" and _applied_before(db, sensor_id, doc["batch_id"]):
+        return False  # re-sent after a lost acknowledgement: not even parsed (the claim decides)
+    records, rows = _prepare(doc)  # before any transaction: no lock waits on Python work
     for attempt in range(ATTEMPTS):
         try:
             with db.begin() as s:
-                return _apply(s, sensor_id, doc)
+                applied = _apply(s, sensor_id, doc, records, rows)
+            break
         except DBAPIError as e:
             if attempt == ATTEMPTS - 1 or not _retryable(e):
                 raise
             time.sleep(0.05 * (attempt + 1))
-    raise AssertionError("unreachable")
+    bind = s.get_bind()
+    if applied and isinstance(bind, Engine):
+        try:
+            planner_stats.refresh(bind)
+        except SQLAlchemyError:  # the batch is in; statistics are only an aid
+            log.exception("analyzing the inventory tables failed")
+    return applied
+
+
+def _applied_before(db: sessionmaker[Session], sensor_id: int, batch_id: str) -> bool:
+    with db() as s:
+        return s.scalar(select(SensorBatch.id).where(SensorBatch.sensor_id == sensor_id,
+                                                     SensorBatch.batch_id == batch_id)) is not None
+
+
+def _prepare(doc: dict[str, Any]) -> tuple[int, Any]:
+    """(record count, the batch's rows in the form its merge takes) of a data batch."""
+    kind, data = doc["kind"], doc["data"]
+    if kind == "addresses":
+        addresses = wire.addresses_of(data)
+        return len(addresses), addresses
+    if kind == "connections":
+        connections = wire.connections_of(data)
+        return len(connections), merge.connection_rows(connections)
+    if kind == "evidence":
+        results = wire.evidence_of(data)
+        return len(results.facts) + len(results.events) + len(results.errors), results
+    if kind == "alerts":
+        alerts = data.get("alerts", [])
+        return len(alerts), alerts
+    return 1, data
 
 
 def _claim(session: Session, sensor_id: int, doc: dict[str, Any], records: int) -> bool:
@@ -121,56 +163,39 @@ def _claim(session: Session, sensor_id: int, doc: dict[str, Any], records: int) 
     return session.execute(stmt).first() is not None
 
 
-def _apply(s: Session, sensor_id: int, doc: dict[str, Any]) -> bool:
+def _apply(s: Session, sensor_id: int, doc: dict[str, Any], records: int, rows: Any) -> bool:
     sensor = s.get(Sensor, sensor_id)
     assert sensor is not None
-    kind, data = doc["kind"], doc["data"]
+    kind = doc["kind"]
     if kind == "health":
-        _apply_health(sensor, data)
+        _apply_health(sensor, rows)
         return True
     if s.get_bind().dialect.name == "postgresql":
-        s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": APPLY_LOCK})
-    if kind == "addresses":
-        addresses = wire.addresses_of(data)
-        if not _claim(s, sensor_id, doc, len(addresses)):
-            return False
-        stats = inventory.merge_run(s, addresses, [], sensor.name)
-        _place(s, sensor, stats.device_ids)
-        if stats.device_ids:
-            refresh_identity(s, stats.device_ids)
-    elif kind == "connections":
-        connections = wire.connections_of(data)
-        if not _claim(s, sensor_id, doc, len(connections)):
-            return False
-        inventory.merge_run(s, [], connections, sensor.name)
-    elif kind == "evidence":
-        results = wire.evidence_of(data)
-        if not _claim(s, sensor_id, doc, len(results.facts) + len(results.events) + len(results.errors)):
-            return False
-        touched = evidence.merge_facts(s, results)
-        evidence.store_events(s, results, None)
-        s.flush()
-        ids = evidence.device_ids_of(s, touched)
-        if ids:
-            refresh_identity(s, ids)
-    elif kind == "alerts":
-        alerts = data.get("alerts", [])
-        if not _claim(s, sensor_id, doc, len(alerts)):
-            return False
-        _apply_alerts(s, sensor, alerts)
-    return True
+        lock = "pg_advisory_xact_lock_shared" if kind == "connections" else "pg_advisory_xact_lock"
+        s.execute(text(f"SELECT {lock}(:k)"), {"k": APPLY_LOCK})
+    applied = _claim(s, sensor_id, doc, records)
+    if applied:
+        if kind == "addresses":
+            merge.merge_addresses(s, rows, sensor.id, sensor.name, sensor.site, sensor.zone)
+        elif kind == "connections":
+            merge.merge_connections(s, rows, sensor.id)
+        elif kind == "evidence":
+            touched = evidence.merge_facts(s, rows)
+            evidence.store_events(s, rows, None)
+            s.flush()
+            merge.queue_identity(s, sensor.id, evidence.device_ids_of(s, touched))
+        elif kind == "alerts":
+            _apply_alerts(s, sensor, rows)
+    if not wire.more_follow(doc["data"]):  # the flush is in (or the sensor does not say)
+        _identify_pending(s, sensor_id)
+    return applied
 
 
-def _place(s: Session, sensor: Sensor, device_ids: set[int]) -> None:
-    """Devices a sensor reports get its site and zone, unless a person set them already."""
-    ids = sorted(device_ids)
-    for part in inventory.chunks(ids):
-        if sensor.site:
-            s.execute(update(Device).where(Device.id.in_(part), Device.site.is_(None))
-                      .values(site=sensor.site))
-        if sensor.zone:
-            s.execute(update(Device).where(Device.id.in_(part), Device.zone.is_(None))
-                      .values(zone=sensor.zone))
+def _identify_pending(s: Session, sensor_id: int) -> None:
+    """Recompute the identity of the devices this sensor's batches touched since its last flush."""
+    ids = merge.take_identity_queue(s, sensor_id)
+    if ids:
+        refresh_identity(s, ids)
 
 
 def _apply_health(sensor: Sensor, data: dict[str, Any]) -> None:

@@ -1,10 +1,12 @@
 """The upload format between sensor and console: gzip'd JSON batches with ids.
 
 A flush's delta is cut into batches in the order the console must apply them:
-connections, then addresses (whose merge links the connections to devices), then
-evidence (facts, protocol errors, events, which attach to addresses), then alerts.
-Health is a batch of its own that the newest one supersedes. Records are positional
-lists, not objects, so a batch stays small before compression.
+addresses (which make the devices), then connections (linked to those devices as they
+are stored), then evidence (facts, protocol errors, events, which attach to addresses),
+then alerts. Every batch of a flush but the last says `more: true`, so the console
+recomputes identity once, when the whole flush is in. Health is a batch of its own that
+the newest one supersedes. Records are positional lists, not objects, so a batch stays
+small before compression.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ import json
 import uuid
 import zlib
 from collections.abc import Iterator
-from dataclasses import astuple
+from dataclasses import fields
+from operator import attrgetter
 from typing import Any
 
 from tapwatch import __version__
@@ -25,6 +28,10 @@ FORMAT = 1
 # what a full outbox gives up first: the lowest priority, oldest first
 PRIORITY = {"health": 0, "connections": 1, "addresses": 2, "evidence": 3, "alerts": 4}
 PER_BATCH = {"connections": 8000, "addresses": 4000, "evidence": 4000, "alerts": 2000}
+# a record's fields in order, as a tuple (astuple would deep-copy every record)
+ADDRESS_FIELDS = attrgetter(*(f.name for f in fields(AddressRecord)))
+CONNECTION_FIELDS = attrgetter(*(f.name for f in fields(ConnectionRecord)))
+MORE = "more"  # set on every batch of a flush but its last
 MAX_JSON = 64 << 20  # a decompressed batch larger than this is refused (zip bombs)
 
 
@@ -74,10 +81,19 @@ def _slices(items: list[Any], size: int) -> Iterator[list[Any]]:
 def delta_batches(addresses: list[AddressRecord], connections: list[ConnectionRecord],
                   results: DissectResults | None) -> Iterator[tuple[str, dict[str, Any], int]]:
     """(kind, data, records) of one flush, in the order the console applies them."""
-    for part in _slices([list(astuple(c)) for c in connections], PER_BATCH["connections"]):
-        yield "connections", {"connections": part}, len(part)
-    for part in _slices([list(astuple(a)) for a in addresses], PER_BATCH["addresses"]):
+    batches = list(_delta_batches(addresses, connections, results))
+    for i, (kind, data, records) in enumerate(batches):
+        if i < len(batches) - 1:
+            data[MORE] = True
+        yield kind, data, records
+
+
+def _delta_batches(addresses: list[AddressRecord], connections: list[ConnectionRecord],
+                   results: DissectResults | None) -> Iterator[tuple[str, dict[str, Any], int]]:
+    for part in _slices([list(ADDRESS_FIELDS(a)) for a in addresses], PER_BATCH["addresses"]):
         yield "addresses", {"addresses": part}, len(part)
+    for part in _slices([list(CONNECTION_FIELDS(c)) for c in connections], PER_BATCH["connections"]):
+        yield "connections", {"connections": part}, len(part)
     if results is None:
         return
     facts = [[*k, st.first_ns, st.last_ns, st.count, st.confidence] for k, st in results.facts.items()]
@@ -89,6 +105,11 @@ def delta_batches(addresses: list[AddressRecord], connections: list[ConnectionRe
     for i in range(0, n, size):
         ev = {"facts": facts[i:i + size], "errors": errors[i:i + size], "events": events[i:i + size]}
         yield "evidence", dict(ev), sum(len(v) for v in ev.values())
+
+
+def more_follow(data: dict[str, Any]) -> bool:
+    """Whether further batches of the same flush follow this one (older sensors never say so)."""
+    return data.get(MORE) is True
 
 
 def _jsonable(details: dict[str, Any]) -> dict[str, Any]:
@@ -115,7 +136,7 @@ def connections_of(data: dict[str, Any]) -> list[ConnectionRecord]:
     for r in data.get("connections", []):
         if len(r) != 15:
             raise WireError("connection records have 15 fields")
-        out.append(ConnectionRecord(*(int(x) for x in r)))
+        out.append(ConnectionRecord(*map(int, r)))
     return out
 
 

@@ -21,6 +21,8 @@ from sqlalchemy import (
     Integer,
     String,
     UniqueConstraint,
+    func,
+    literal_column,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -46,6 +48,10 @@ class IngestedFile(Base):
     ingested_at: Mapped[datetime]
 
 
+# what the console's free-text search matches (tapwatch.console.queries), and what its index covers
+SEARCH_COLUMNS = ("name", "ip", "mac", "vendor", "model", "os")
+
+
 class Device(Base):
     """One host: a unique MAC+IPv4 coupling, or a MAC (or an IP) alone when that is all there is."""
 
@@ -59,6 +65,10 @@ class Device(Base):
         Index("ix_devices_zone", "zone"),
         Index("ix_devices_name", "name"),
         Index("ix_devices_first_seen", "first_seen"),
+        # the free-text search's `lower(col) LIKE '%text%'`: pg_trgm trigrams on PostgreSQL,
+        # made by migration 0012x only when the extension is there (SQLite has no such index)
+        Index("ix_devices_search", *(func.lower(literal_column(c)).label(c) for c in SEARCH_COLUMNS),
+              postgresql_using="gin", postgresql_ops=dict.fromkeys(SEARCH_COLUMNS, "gin_trgm_ops")),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

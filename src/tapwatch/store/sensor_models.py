@@ -2,7 +2,8 @@
 
 The console keeps one row per registered sensor (the token only as its SHA-256) and the
 ids of every upload batch it applied, written in the same transaction as the batch's
-data, so a batch sent twice is applied once. The sensor keeps what it still has to send
+data, so a batch sent twice is applied once, and the devices whose identity waits for the
+end of a sensor's flush. The sensor keeps what it still has to send
 in `sensor_outbox` inside its own inventory database, so a flush writes the local
 inventory and the outbox in one transaction: a crash keeps both or neither.
 """
@@ -60,6 +61,21 @@ class SensorBatch(Base):
     kind: Mapped[str] = mapped_column(String(16))
     records: Mapped[int] = mapped_column(default=0)
     applied_at: Mapped[datetime]
+
+
+class IdentityPending(Base):
+    """A device whose identity waits for the end of a sensor's flush to be recomputed.
+
+    A flush arrives as several batches (addresses, connections, evidence) that each touch
+    the same devices; recomputing identity once, when the last batch is in, sees them all.
+    A work queue without foreign keys (they would cost a check per queued row): the id of a
+    device deleted meanwhile finds no device and is dropped with the rest.
+    """
+
+    __tablename__ = "sensor_identity_pending"
+
+    sensor_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    device_id: Mapped[int] = mapped_column(Integer, primary_key=True)
 
 
 class OutboxBatch(Base):

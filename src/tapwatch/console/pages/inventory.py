@@ -65,14 +65,9 @@ def devices_page(
 ) -> Response:
     flt = filters.to_filter()
     with tx(request) as s:
-        if group:
-            # grouping sorts by the group column first so each group's rows sit together
-            total, devices = _grouped_page(s, flt, group, sort, order, page, page_size)
-            counts = queries.group_counts(s, flt, group)
-        else:
-            total, devices = queries.page_devices(s, flt, sort, order, page, page_size)
-            counts = []
-        rows = rows_json(s, devices)
+        found = queries.page_devices(s, flt, sort, order, page, page_size, group=group or None)
+        counts = queries.group_counts(s, flt, group) if group else []
+        rows = rows_json(s, found.rows)
         choices = {
             "vendor": queries.distinct_values(s, Device.vendor),
             "site": queries.distinct_values(s, Device.site),
@@ -82,7 +77,8 @@ def devices_page(
     params = {**flt.as_params(), "sort": sort, "order": order, "page_size": page_size,
               **({"group": group} if group else {})}
     groups = [_group_link(group, value, n, params) for value, n in counts] if group else []
-    return render(request, "devices.html", nav="devices", rows=rows, total=total, page=page,
+    return render(request, "devices.html", nav="devices", rows=rows, total=found.total,
+                  total_exact=found.exact, page=page,
                   page_size=page_size, page_sizes=PAGE_SIZES, params=params, flt=flt, sort=sort,
                   order=order, group=group, groups=groups, group_keys=list(queries.GROUPS),
                   choices=choices, msg=msg, error=error,
@@ -98,15 +94,6 @@ def _group_link(group: str, value: Any, n: int, params: dict[str, Any]) -> tuple
         value = "true" if value else "false"
     key = "class" if group == "class" else group
     return label, n, url_with("/devices", params, **{key: "none" if value is None else value, "page": None})
-
-
-def _grouped_page(s: Any, flt: queries.DeviceFilter, group: str, sort: str, order: str,
-                  page: int, page_size: int) -> tuple[int, list[Device]]:
-    if group not in queries.GROUPS:
-        raise queries.QueryError(f"unknown group-by {group[:40]!r} (one of {', '.join(queries.GROUPS)})")
-    col = queries.GROUPS[group]
-    return queries.page_rows(s, Device, flt.conditions(),
-                             [col.asc().nulls_last(), *queries.order(sort, order)], page, page_size)
 
 
 @router.get("/devices/export.csv")
