@@ -6,8 +6,11 @@ The clock is injected (tapwatch.clock.set_clock), so months pass in milliseconds
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -190,14 +193,18 @@ def test_edits_take_effect_at_the_stated_time(db, now) -> None:  # type: ignore[
         assert open_ended["device_days"] == 0
 
 
+def _analyst(engine):  # type: ignore[no-untyped-def]
+    """A console client and the headers of a security analyst's token."""
+    with sessions(engine).begin() as s:
+        token = auth.issue_token(s, auth.add_user(s, "ana", "a long password", "security_analyst", "t"),
+                                 "t", "t")
+    return TestClient(create_app(engine)), {"Authorization": f"Bearer {token}"}
+
+
 def test_alerts_api_answers_403_without_an_active_plan(tmp_path, now) -> None:  # type: ignore[no-untyped-def]
     engine = open_engine(str(tmp_path / "t.db"))
     maker = sessions(engine)
-    with maker.begin() as s:
-        token = auth.issue_token(s, auth.add_user(s, "ana", "a long password", "security_analyst", "t"),
-                                 "t", "t")
-    hdr = {"Authorization": f"Bearer {token}"}
-    client = TestClient(create_app(engine))
+    client, hdr = _analyst(engine)
     assert client.get("/api/v1/alerts", headers=hdr).status_code == 200  # not under plan management
     first, second = _sub(maker, "first"), _sub(maker, "second")
     with maker.begin() as s:
@@ -256,20 +263,12 @@ def test_snapshots_trend_and_over_commitment_warning(tmp_path, now) -> None:  # 
 def test_a_plan_covering_one_part_shows_findings_of_that_part_only(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """The demo site: its alerts all involve OT devices (the intruder typed as engineering
     workstation, the PLC), its CVEs are the PLC's, and its recommendations span both parts."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
     demo = tmp_path / "demo"
     tw = str(Path(sys.executable).parent / "tapwatch")
     assert subprocess.run([tw, "demo", "--dir", str(demo)], capture_output=True, timeout=300).returncode == 0
     engine = open_engine(str(demo / "tapwatch.db"))
     maker = sessions(engine)
-    with maker.begin() as s:
-        token = auth.issue_token(s, auth.add_user(s, "ana", "a long password", "security_analyst", "t"),
-                                 "t", "t")
-    hdr = {"Authorization": f"Bearer {token}"}
-    client = TestClient(create_app(engine))
+    client, hdr = _analyst(engine)
 
     def seen() -> tuple[int, set[str], set[str]]:
         def get(path: str) -> Any:

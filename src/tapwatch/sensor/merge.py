@@ -50,7 +50,7 @@ from tapwatch.decode import protocols
 from tapwatch.decode.aggregate import AddressRecord, ConnectionRecord
 from tapwatch.decode.devices import Observed, ip_str, mac_str, plan_devices
 from tapwatch.store.console_models import utcnow
-from tapwatch.store.inventory import TRANSPORTS, chunks, dt_to_ns, ns_to_dt
+from tapwatch.store.inventory import TRANSPORTS, chunks, dt_to_ns, merge_address, ns_to_dt
 from tapwatch.store.models import Address, Connection, Device
 from tapwatch.store.sensor_models import IdentityPending
 
@@ -299,15 +299,7 @@ class _Address:
     device_key: tuple[str, str] | None = None
 
     def add(self, rec: AddressRecord) -> None:
-        self.first_seen = min(self.first_seen, ns_to_dt(rec.first_ns))
-        self.last_seen = max(self.last_seen, ns_to_dt(rec.last_ns))
-        self.packets_sent += rec.packets_sent
-        self.packets_received += rec.packets_received
-        self.bytes_sent += rec.bytes_sent
-        self.bytes_received += rec.bytes_received
-        self.flags |= rec.flags
-        self.vlans = sorted(set(self.vlans) | set(rec.vlans))
-        self.protocols = sorted(set(self.protocols) | set(protocols.names_from_mask(rec.protocols)))
+        merge_address(self, rec)
         self.dirty = True
 
     def row(self) -> list[Any]:

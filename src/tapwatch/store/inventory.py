@@ -83,7 +83,8 @@ def is_ingested(session: Session, content_hash: str) -> bool:
 # -- merging a run --------------------------------------------------------------------------
 
 
-def _merge_address(row: Address, rec: AddressRecord) -> None:
+def merge_address(row: Any, rec: AddressRecord) -> None:
+    """Widen an address (a row, or the console's staged copy of one) by a run's record."""
     row.first_seen = min(row.first_seen, ns_to_dt(rec.first_ns))
     row.last_seen = max(row.last_seen, ns_to_dt(rec.last_ns))
     row.packets_sent += rec.packets_sent
@@ -129,7 +130,7 @@ def merge_run(
     stored = {(a.mac, a.ip): a for a in _load_addresses(session, macs, loose_ips)}
     for key, rec in keyed.items():
         if key in stored:
-            _merge_address(stored[key], rec)
+            merge_address(stored[key], rec)
         else:
             row = _new_address(*key, rec)
             session.add(row)
