@@ -102,7 +102,9 @@ def sensor_run(interface: str, bpf: str | None, db: str | None, name: str | None
                 + f" in {report.seconds:.2f}s")
         if up is not None:
             line += f"; outbox {health.get('outbox_batches', 0)} batches, sent {up['sent']}"
-            if not up["connected"] and up["last_error"]:
+            if up.get("held"):
+                line += f" (held by the console: {up['held'][:100]})"
+            elif not up["connected"] and up["last_error"]:
                 line += f" (console unreachable: {up['last_error'][:80]})"
         click.echo(line, err=True)
 

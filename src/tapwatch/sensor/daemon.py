@@ -53,7 +53,7 @@ def run(source: LiveSource, pipeline: SensorPipeline, flush_seconds: float,
             st = uploader.status
             health["uploader"] = {"sent": st.sent, "errors": st.errors, "duplicates": st.duplicates,
                                   "rejected": st.rejected, "connected": st.connected,
-                                  "last_error": st.last_error}
+                                  "last_error": st.last_error, "held": st.held}
         report = pipeline.flush(health)
         totals.flushes += 1
         if uploader is not None:

@@ -97,6 +97,7 @@ def sensor_json(sensor: Sensor, now: datetime | None = None) -> dict[str, Any]:
         "drops": sensor.drops, "outbox_batches": sensor.outbox_batches,
         "outbox_bytes": sensor.outbox_bytes, "outbox_dropped": sensor.outbox_dropped,
         "link_up": (sensor.health or {}).get("link_up"),
+        "held": ((sensor.health or {}).get("uploader") or {}).get("held"),  # e.g. no plan in force
     }
 
 

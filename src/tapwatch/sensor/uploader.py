@@ -4,7 +4,9 @@ A batch stays in the outbox until the console answers 200 for its id; the consol
 records applied ids in the same transaction as their data, so a batch re-sent after a
 lost acknowledgement is recognised and not applied twice. Network errors and 5xx back
 off exponentially (up to `max_backoff`); a batch the console rejects as unreadable (400,
-413, 422) is set aside and counted, so one bad batch never blocks the rest.
+413, 422) is set aside and counted, so one bad batch never blocks the rest. Data the
+console refuses because its subscription has no plan in force is held, not set aside:
+it stays in the outbox and is retried until a plan is added (health reports still go).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from tapwatch.store.db import sessions
 log = logging.getLogger("tapwatch.sensor")
 UPLOAD_PATH = "/api/v1/sensors/upload"
 REJECTED = "outbox_rejected"
+NO_PLAN = "no-active-plan"  # the console's X-Tapwatch-Refusal when a plan is missing
 
 
 @dataclass
@@ -38,6 +41,7 @@ class UploadStatus:
     last_error: str | None = None
     last_success: float | None = None  # time.time()
     connected: bool = False
+    held: str | None = None  # why the console holds back our data (no plan), while it does
 
 
 class Uploader:
@@ -105,7 +109,7 @@ class Uploader:
             batch = Outbox.next_batch(s)
             if batch is None:
                 return False
-            batch_id, body = batch.batch_id, batch.body
+            batch_id, body, kind = batch.batch_id, batch.body, batch.kind
         request = urllib.request.Request(self.url, data=body, method="POST", headers={
             "Authorization": f"Bearer {self.token}", "Content-Type": "application/json",
             "Content-Encoding": "gzip", "X-Batch-Id": batch_id})
@@ -113,13 +117,15 @@ class Uploader:
             with urllib.request.urlopen(request, timeout=self.timeout, context=self.context) as resp:
                 answer: dict[str, Any] = json.loads(resp.read() or b"{}")
         except urllib.error.HTTPError as e:
-            detail = e.read()[:300].decode(errors="replace")
+            detail = e.read()[:2000].decode(errors="replace")
             self.status.errors += 1
-            self.status.last_error = f"HTTP {e.code}: {detail}"
+            self.status.last_error = f"HTTP {e.code}: {detail[:300]}"
             if e.code in (400, 413, 422):
                 self._reject(batch_id, e.code, detail)
                 return True
-            if e.code in (401, 403):
+            if e.code == 403 and e.headers.get("X-Tapwatch-Refusal") == NO_PLAN:
+                self._hold(detail)
+            elif e.code in (401, 403):
                 log.error("the console refused the sensor token (%s); fix --token", e.code)
             return None
         except (OSError, ValueError) as e:  # refused, reset, timeout, TLS, bad answer
@@ -131,11 +137,25 @@ class Uploader:
             return None
         with self.sessions.begin() as s:
             Outbox.ack(s, batch_id)
+        if self.status.held is not None and kind != "health":
+            log.warning("the console takes this sensor's data again; sending the %d held batches",
+                        self.pending() + 1)
+            self.status.held = None
         self.status.sent += 1
         self.status.duplicates += 0 if answer.get("applied", True) else 1
         self.status.last_success = time.time()
         self.status.connected = True
         return True
+
+    def _hold(self, detail: str) -> None:
+        try:
+            reason = str(json.loads(detail).get("detail", detail))
+        except (ValueError, AttributeError):
+            reason = detail
+        if self.status.held is None:  # said once per refusal spell, not on every retry
+            log.warning("the console holds back new data: %s. %d batches wait in the outbox and "
+                        "are sent once a plan is added", reason, self.pending())
+        self.status.held = reason
 
     def _reject(self, batch_id: str, code: int, detail: str) -> None:
         log.error("console rejected batch %s (HTTP %s: %s); set aside", batch_id, code, detail)

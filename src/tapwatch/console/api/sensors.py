@@ -2,7 +2,10 @@
 
 A sensor authenticates with its own token (`tws_…`, from `tapwatch sensors add`); that
 principal may do one thing, upload. People with sensors:write manage sensors, and their
-tokens cannot upload in a sensor's name.
+tokens cannot upload in a sensor's name. New data from a sensor needs a plan in force on
+its subscription: without one, data batches are refused with 403 and the header
+`X-Tapwatch-Refusal: no-active-plan` (the sensor keeps them until a plan is added), while
+health reports are still taken so the console knows the sensor is alive.
 """
 
 # ruff: noqa: B008  (FastAPI declares parameters with Depends/Query/Form defaults)
@@ -21,11 +24,13 @@ from starlette.concurrency import run_in_threadpool
 from tapwatch.console import rbac
 from tapwatch.console.rbac import Principal, require
 from tapwatch.console.web import actor, tx
+from tapwatch.plans import features
 from tapwatch.sensor import ingest, wire
 from tapwatch.store.console_models import audit
 from tapwatch.store.sensor_models import Sensor
 
 router = APIRouter(tags=["sensors"])
+NO_PLAN = "no-active-plan"  # X-Tapwatch-Refusal of data refused for want of a plan
 
 
 @dataclass(frozen=True)
@@ -113,8 +118,20 @@ async def upload(request: Request, who: Principal = Depends(require(rbac.SENSORS
         doc = wire.decode(body)
     except wire.WireError as e:
         raise HTTPException(400, str(e)) from e
+    if doc["kind"] != "health":
+        await run_in_threadpool(_require_plan, request, who)
     try:
         applied = await run_in_threadpool(ingest.apply_batch, request.app.state.sessions, who.sensor_id, doc)
     except (wire.WireError, KeyError, TypeError, ValueError) as e:
         raise HTTPException(400, f"malformed batch: {e}") from e
     return {"batch_id": doc["batch_id"], "applied": applied}
+
+
+def _require_plan(request: Request, who: SensorPrincipal) -> None:
+    """Refuse new data from a sensor whose subscription has no plan in force."""
+    with tx(request) as s:
+        sensor = s.get(Sensor, who.sensor_id)
+        ent = features.for_sensor(s, sensor.name if sensor else None)
+    if not ent.allows("sensor_data"):
+        why = ent.refusal("sensor_data") + "; the sensor keeps its data until a plan is added"
+        raise HTTPException(403, why, headers={"X-Tapwatch-Refusal": NO_PLAN})
