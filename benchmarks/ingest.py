@@ -737,6 +737,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def byte_compile() -> None:
+    """Compile tapwatch's modules to bytecode first, as installing a package does, so that
+    no run is charged for compiling source (with PYTHONDONTWRITEBYTECODE set, Python would
+    compile every module again in every run, more of them with dissectors on)."""
+    import compileall
+
+    import tapwatch
+
+    compileall.compile_dir(Path(tapwatch.__file__).parent, quiet=1)
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     tools = ["bash", "taskset", "capinfos", "editcap"] + (
         ["tshark"] if "tshark" in args.peers else []
@@ -746,6 +757,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     packets = packet_count(capture)
     log(f"capture {display_path(capture)}: {capture.stat().st_size:,} bytes, {packets:,} packets")
 
+    if args.tapwatch_cmd is None:
+        byte_compile()
     variants: list[tuple[str | None, str | None]] = [(None, args.tapwatch_cmd)]
     if args.tapwatch_cmd is None and not args.skip_baseline:
         for flag in ("--no-detect", "--no-dissect"):

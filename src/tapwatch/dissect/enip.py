@@ -90,7 +90,7 @@ def vendor_names() -> dict[int, str]:
     return names
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Path:
     class_id: int | None = None
     instance: int | None = None
@@ -108,9 +108,13 @@ class Request:
     embedded: list[Request] = field(default_factory=list)  # Multiple Service Packet parts
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_path(raw: bytes) -> Path:
-    """The logical, symbolic and port segments of an EPATH (CIP Vol. 1, C-1)."""
-    path = Path()
+    """The logical, symbolic and port segments of an EPATH (CIP Vol. 1, C-1). Remembered:
+    a controller's clients read the same objects and tags over and over."""
+    class_id = instance = attribute = None
+    symbol: str | None = None
+    has_port = False
     symbols: list[str] = []
     pos = 0
     for _ in range(MAX_SEGMENTS):
@@ -118,7 +122,7 @@ def parse_path(raw: bytes) -> Path:
             break
         seg = raw[pos]
         if seg >> 5 == 0:  # port segment
-            path.has_port = True
+            has_port = True
             size = 1 if not seg & 0x10 else (raw[pos + 1] if pos + 1 < len(raw) else 0)
             head = 2 if seg & 0x10 else 1
             if seg & 0x0F == 0x0F:
@@ -135,14 +139,14 @@ def parse_path(raw: bytes) -> Path:
             else:
                 break
             if kind == 0:
-                path.class_id = value
+                class_id = value
             elif kind == 1:
-                path.instance = value
+                instance = value
             elif kind == 2:  # member id: an array index after a symbol
                 if symbols:
                     symbols[-1] += f"[{value}]"
             elif kind == 4:
-                path.attribute = value
+                attribute = value
             elif kind == 5 and fmt == 0 and seg == 0x34:  # electronic key: format + 8 bytes
                 pos += 8
         elif seg == 0x91:  # ANSI extended symbol
@@ -155,8 +159,8 @@ def parse_path(raw: bytes) -> Path:
         else:
             break
     if symbols:
-        path.symbol = ".".join(symbols)
-    return path
+        symbol = ".".join(symbols)
+    return Path(class_id, instance, attribute, symbol, has_port)
 
 
 def _short_string(raw: bytes, pos: int) -> tuple[str, int] | None:

@@ -88,10 +88,12 @@ def _flow_budget(keys, counts, used, h, budget):
 PREFIX_SLOTS = 256  # open-addressing set of the 4-byte message starts (a few dozen)
 
 
-def prefix_set(prefixes: list[int]) -> np.ndarray:
-    """The prefixes as a hash set the selector probes once or twice per TCP payload."""
+def prefix_set(prefixes: list[bytes]) -> np.ndarray:
+    """The 4-byte prefixes as a hash set of little-endian words, which the selector probes
+    once or twice per TCP payload."""
     table = np.zeros(PREFIX_SLOTS, dtype=np.int64)
-    for w in prefixes:
+    for prefix in prefixes:
+        w = int.from_bytes(prefix, "little")
         s = _prefix_slot.py_func(w)  # the same slot, without compiling anything yet
         while table[s] != 0:
             s = (s + 1) & (PREFIX_SLOTS - 1)
@@ -105,8 +107,13 @@ def _prefix_slot(w):
 
 
 @njit(cache=True, inline="always")
-def _has_prefix(buf, po, prefixes):
-    w = (np.int64(buf[po]) << 24) | (np.int64(buf[po + 1]) << 16) | (np.int64(buf[po + 2]) << 8) | buf[po + 3]
+def _has_prefix(buf, words64, po, prefixes):
+    """Whether the payload at po starts with one of the prefixes (as little-endian words)."""
+    if po < words64.shape[0]:
+        w = words64[po] & 0xFFFFFFFF  # one load; the buffer's last bytes take four
+    else:
+        w = ((np.int64(buf[po + 3]) << 24) | (np.int64(buf[po + 2]) << 16)
+             | (np.int64(buf[po + 1]) << 8) | buf[po])
     s = _prefix_slot(w)
     while prefixes[s] != 0:
         if prefixes[s] == w:
@@ -186,7 +193,7 @@ def select(start, n, ts, buf, words64, ipproto, sport, dport, tcpflags, ethertyp
         if proto == 6:
             if pl > 0 and (tcp_all[sport[i]] or tcp_all[dport[i]]):
                 hit = True
-            elif pl >= 4 and _has_prefix(buf, po, prefixes):
+            elif pl >= 4 and _has_prefix(buf, words64, po, prefixes):
                 hit = True  # a message start (e.g. each request of a persistent HTTP flow)
             elif pl > 0 and (tcp_int[sport[i]] or tcp_int[dport[i]]):
                 h = _mix(_mix(_mix(_mix(np.int64(6), slo[i]), dlo[i] ^ shi[i]), dhi[i]),

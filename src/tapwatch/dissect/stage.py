@@ -95,7 +95,7 @@ class DissectStage:
                 self.syn.append(d)
             for prefix in d.tcp_prefixes:
                 self.by_prefix[prefix].append(d)
-        prefixes = sel.prefix_set([int.from_bytes(p, "big") for p in self.by_prefix])
+        prefixes = sel.prefix_set(list(self.by_prefix))
         self.tables = (tcp, tcp_all, udp, eth, proto, bool(self.syn), prefixes,
                        *self._novelty_masks())
         self.keep = np.zeros(sel.MASKED_WORDS, dtype=np.int64)  # the selector's byte masks
@@ -195,43 +195,35 @@ class DissectStage:
         return found if len(found) < 2 else list(dict.fromkeys(found))
 
     def _dissect_rows(self, chunk: Chunk, rows: Rows, idx: np.ndarray, hashes: list[int]) -> None:
-        """Dissect the selected rows; their columns are gathered once, as Python lists."""
-        col = {name: getattr(rows, name)[idx].tolist() for name in _PACKET_COLUMNS}
-        pkts = col["pkt"]
+        """Dissect the selected rows; their columns are gathered once, as Python tuples."""
         records = rows.pkt[idx]
         frame_end = (chunk.off[records] + chunk.cap[records]).tolist()
+        columns = [getattr(rows, name)[idx].tolist() for name in _PACKET_COLUMNS]
         buf = chunk.buf
-        for k in range(len(pkts)):
-            po, pl, l3o = col["pay_off"][k], col["pay_len"][k], col["l3_off"][k]
-            proto = col["ipproto"][k]
-            src = (self._mac(col["smac"][k]), self._ip(col["shi"][k], col["slo"][k]))
-            dst = (self._mac(col["dmac"][k]), self._ip(col["dhi"][k], col["dlo"][k]))
+        first = chunk.first_number
+        ev = self._evidence
+        selected = zip(zip(*columns, strict=True), frame_end, hashes, strict=True)
+        for (number, ts, smac, dmac, shi, slo, dhi, dlo, proto, sport, dport, tcp_flags, ttl, ethertype,
+             l3id, l4id, appid, po, pl, l3o, flags), end, payload_hash in selected:
             payload = buf[po : po + pl].tobytes() if po >= 0 else b""
-            candidates = self._candidates(proto, col["sport"][k], col["dport"][k],
-                                          col["ethertype"][k], col["l3id"][k],
-                                          col["tcpflags"][k], payload)
+            candidates = self._candidates(proto, sport, dport, ethertype, l3id, tcp_flags, payload)
             if not candidates:
                 continue
-            pkt = Packet(
-                number=chunk.first_number + pkts[k], ts_ns=col["ts"][k], src_mac=src[0],
-                dst_mac=dst[0], src_ip=src[1], dst_ip=dst[1], transport=TRANSPORT.get(proto, ""),
-                sport=col["sport"][k], dport=col["dport"][k], tcp_flags=col["tcpflags"][k],
-                ttl=col["ttl"][k], ethertype=col["ethertype"][k],
-                protocol=protocols.NAMES[col["appid"][k] or col["l4id"][k] or col["l3id"][k]],
-                payload=payload,
-                l3=buf[l3o : frame_end[k]].tobytes() if l3o >= 0 else b"",
-            )
-            receiver = None if col["flags"][k] & F_DST_GROUP else dst
+            src = (self._mac(smac), self._ip(shi, slo))
+            dst = (self._mac(dmac), self._ip(dhi, dlo))
+            pkt = Packet(first + number, ts, src[0], dst[0], src[1], dst[1], TRANSPORT.get(proto, ""),
+                         sport, dport, tcp_flags, ttl, ethertype, protocols.NAMES[appid or l4id or l3id],
+                         payload, buf[l3o:end].tobytes() if l3o >= 0 else b"")
+            receiver = None if flags & F_DST_GROUP else dst
             self.results.packets += 1
-            ev = self._evidence
             for d in candidates:
-                ev.clear()
                 try:
                     d.dissect(pkt, ev)
                 except Exception as e:  # a dissector bug must not stop the capture
                     ev.error(f"{type(e).__name__}: {e}")
                 if ev.facts or ev.mac_facts or ev.events or ev.errors or ev.signals:
-                    self._fold(d.name, pkt, src, receiver, ev, hashes[k])
+                    self._fold(d.name, pkt, src, receiver, ev, payload_hash)
+                    ev.clear()
 
     def _fold(self, source: str, pkt: Packet, src: tuple[str, str], dst: tuple[str, str] | None,
               ev: Evidence, payload_hash: int) -> None:

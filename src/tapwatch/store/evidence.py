@@ -70,14 +70,17 @@ def merge_facts(session: Session, results: DissectResults) -> set[tuple[str, str
 def _mac_only_targets(session: Session, macs: set[str]) -> dict[str, str]:
     """For facts about a bare MAC whose (mac, "") address does not exist: the IP of the
     address that makes that MAC's main device, so the fact lands on a device."""
-    out: dict[str, str] = {}
-    for mac in sorted(macs):
-        q = select(Address.ip, Address.packets_sent).where(Address.mac == mac,
-                                                           Address.device_id.is_not(None))
-        ips = sorted(session.execute(q), key=lambda r: (r[0] != "", -r[1]))
-        if ips and ips[0][0] != "":
-            out[mac] = ips[0][0]
-    return out
+    bare: set[str] = set()  # MACs that have their own (mac, "") address: nothing to re-key
+    best: dict[str, tuple[int, str]] = {}  # mac -> (packets sent, IP) of its busiest address
+    for part in chunks(sorted(macs)):
+        q = select(Address.mac, Address.ip, Address.packets_sent).where(
+            Address.mac.in_(part), Address.device_id.is_not(None))
+        for mac, ip, sent in session.execute(q):
+            if ip == "":
+                bare.add(mac)
+            elif mac not in best or (sent, ip) > best[mac]:
+                best[mac] = (sent, ip)
+    return {mac: ip for mac, (_sent, ip) in best.items() if mac not in bare}
 
 
 def _of_devices(session: Session, model: type[Fact] | type[ProtocolError],
@@ -109,12 +112,9 @@ def errors_of_devices(session: Session, device_ids: Iterable[int]) -> dict[int, 
 def device_ids_of(session: Session, addresses: set[tuple[str, str]]) -> set[int]:
     """Devices that own any of these (mac, ip) addresses."""
     found: set[int] = set()
-    by_mac: dict[str, set[str]] = defaultdict(set)
-    for mac, ip in addresses:
-        by_mac[mac].add(ip)
-    for mac, ips in by_mac.items():
-        q = select(Address.device_id, Address.ip).where(Address.mac == mac)
-        found |= {d for d, ip in session.execute(q) if d is not None and ip in ips}
+    for part in chunks(sorted({mac for mac, _ip in addresses})):  # one query per few hundred MACs
+        q = select(Address.device_id, Address.mac, Address.ip).where(Address.mac.in_(part))
+        found |= {d for d, mac, ip in session.execute(q) if d is not None and (mac, ip) in addresses}
     return found
 
 
