@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import csv
+import gc
 import importlib
 import json
 import sys
@@ -490,5 +492,21 @@ def _demo_vulnerabilities(db: Path) -> None:
 # not pay for the console's web stack
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The `tapwatch` program. At exit it closes its databases itself, after which nothing
+    is left to finalize that the operating system does not reclaim anyway, so the
+    collector's last pass over every object (numba's, the ORM's, the run's: about 0.3 s
+    after a large capture) is skipped."""
+    atexit.register(_exit_quickly)
     main()
+
+
+def _exit_quickly() -> None:
+    from tapwatch.store.db import dispose_all
+
+    dispose_all()
+    gc.freeze()
+
+
+if __name__ == "__main__":
+    run()

@@ -108,6 +108,13 @@ class Request:
     embedded: list[Request] = field(default_factory=list)  # Multiple Service Packet parts
 
 
+def _reply_tells(req: Request) -> bool:
+    """Whether the reply to this request identifies a device or a connection role."""
+    if req.service in (FORWARD_OPEN, LARGE_FORWARD_OPEN) or req.path.class_id == IDENTITY:
+        return True
+    return any(_reply_tells(inner) for inner in req.embedded)
+
+
 @functools.lru_cache(maxsize=4096)
 def parse_path(raw: bytes) -> Path:
     """The logical, symbolic and port segments of an EPATH (CIP Vol. 1, C-1). Remembered:
@@ -295,10 +302,13 @@ class EtherNetIP(Dissector):
             if writes:  # one event per message, however many tags it writes
                 out.event("register_write", services=list(dict.fromkeys(s for s, _ in writes)),
                           tags=[t for _, t in writes[:MAX_TAGS]], items=len(writes))
-            if req is not None:
+            key = (pkt.src_ip, pkt.sport, pkt.dst_ip, pkt.dport, key_part)
+            if req is not None and _reply_tells(req):
                 if len(self._pending) >= MAX_PENDING:
                     self._pending.clear()
-                self._pending[(pkt.src_ip, pkt.sport, pkt.dst_ip, pkt.dport, key_part)] = req
+                self._pending[key] = req
+            else:  # its reply says nothing the request did not (tag reads and their values)
+                self._pending.pop(key, None)
 
     # ------------------------------------------------------------------ CIP requests
 
@@ -382,12 +392,16 @@ class EtherNetIP(Dissector):
         if service in (FORWARD_OPEN, LARGE_FORWARD_OPEN) and status == 0:
             out.fact("role", "cip_target", confidence=0.6)
             out.fact("role", "cip_originator", confidence=0.6, about="dst")
-        if req is None or req.service != service:
+        if req is not None and req.service != service:
             return
-        if service == MULTIPLE_SERVICE:
+        if service == MULTIPLE_SERVICE:  # its parts are checked even when nobody waits for them
             if depth < MAX_DEPTH:
-                for part, inner in zip(self._parts(body, out), req.embedded, strict=False):
-                    self._reply(part, inner, depth + 1, out)
+                parts = self._parts(body, out)
+                inners = req.embedded if req is not None else []
+                for i, part in enumerate(parts):
+                    self._reply(part, inners[i] if i < len(inners) else None, depth + 1, out)
+            return
+        if req is None:
             return
         if status != 0 or req.path.class_id != IDENTITY:
             return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import weakref
 from pathlib import Path
 
 from alembic import command
@@ -38,12 +39,23 @@ def alembic_config(url: str) -> Config:
     return cfg
 
 
+_engines: weakref.WeakSet[Engine] = weakref.WeakSet()  # every engine open_engine made
+
+
+def dispose_all() -> None:
+    """Close the pooled connections of every engine still around (a program about to exit:
+    SQLite folds its write-ahead log back into the database file when the last one closes)."""
+    for engine in list(_engines):
+        engine.dispose()
+
+
 def open_engine(db: str | None = None, *, migrate: bool = True) -> Engine:
     """Engine for the inventory, with the schema upgraded to the latest migration."""
     url = database_url(db)
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url)
+    _engines.add(engine)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
     if migrate:
