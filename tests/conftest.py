@@ -8,6 +8,8 @@ import uuid
 import pytest
 from sqlalchemy import create_engine, text
 
+from clock_helpers import now  # noqa: F401 - the movable-clock fixture, for every suite
+
 
 @pytest.fixture
 def pg_url():

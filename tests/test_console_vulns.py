@@ -9,7 +9,7 @@ import json
 import shutil
 from collections import Counter, defaultdict
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +18,8 @@ from click.testing import CliRunner
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
+from clock_helpers import T0
 from inventory_helpers import analyze, devices
-from tapwatch import clock
 from tapwatch.cli import main
 from tapwatch.console import auth
 from tapwatch.console.app import create_app
@@ -227,52 +227,38 @@ def test_pages_show_it(demo) -> None:  # type: ignore[no-untyped-def]
     assert 'href="/vulnerabilities"' in nav and 'href="/recommendations"' in nav and 'href="/sites"' in nav
 
 
-class Clock:
-    def __init__(self, at: datetime) -> None:
-        self.at = at
-
-    def __call__(self) -> datetime:
-        return self.at.replace(tzinfo=UTC)
-
-
-def test_an_expired_trial_switches_vulnerabilities_off(demo, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_an_expired_trial_switches_vulnerabilities_off(demo, tmp_path, now) -> None:  # type: ignore[no-untyped-def]
     db = tmp_path / "copy.db"
     shutil.copy(demo["db"], db)
     engine = open_engine(str(db))
-    t0 = datetime(2026, 3, 1, 12, 0)
-    now = Clock(t0)
-    clock.set_clock(now)
-    try:
-        with sessions(engine).begin() as s:
-            sub = subscriptions.create(s, CLI, "plant")
-            rules.add(s, CLI, sub, "trial")
-            user = auth.add_user(s, "analyst", "a long password", "security_analyst", "test")
-            token = auth.issue_token(s, user, "test", "test")
-        client = TestClient(create_app(engine))
-        client.headers["Authorization"] = f"Bearer {token}"
-        assert client.get("/api/v1/vulnerabilities").status_code == 200  # the trial runs
-        assert client.get("/api/v1/recommendations").status_code == 200
-        now.at = t0 + timedelta(days=31)
-        for url in ("/api/v1/vulnerabilities", "/api/v1/vulnerabilities/CVE-2099-0001", "/api/v1/risk",
-                    f"/api/v1/devices/{demo['plc']}/vulnerabilities"):
-            refused = client.get(url)
-            assert refused.status_code == 403, url
-            detail = refused.json()["detail"]
-            assert "'plant' has no active plan: vulnerabilities are off" in detail
-            assert "trial ended unconverted" in detail
-        refused = client.get("/api/v1/recommendations")
-        assert refused.status_code == 403 and "recommendations are off" in refused.json()["detail"]
-        page = client.get("/vulnerabilities")
-        assert page.status_code == 403 and "has no active plan" in page.text
-        # the inventory stays readable: sites, the dashboard and the device page answer, with
-        # the plan's message where risk and CVEs would be
-        assert client.get("/api/v1/sites").status_code == 200
-        dash = client.get("/")
-        assert dash.status_code == 200 and "vulnerabilities are off" in dash.text
-        device = client.get(f"/devices/{demo['plc']}")
-        assert device.status_code == 200 and "vulnerabilities are off" in device.text
-        assert "CVE-2099-0001" not in device.text
-        assert TestClient(create_app(engine)).get("/api/v1/vulnerabilities").status_code == 401
-    finally:
-        clock.set_clock(None)
-        engine.dispose()
+    with sessions(engine).begin() as s:
+        sub = subscriptions.create(s, CLI, "plant")
+        rules.add(s, CLI, sub, "trial")
+        user = auth.add_user(s, "analyst", "a long password", "security_analyst", "test")
+        token = auth.issue_token(s, user, "test", "test")
+    client = TestClient(create_app(engine))
+    client.headers["Authorization"] = f"Bearer {token}"
+    assert client.get("/api/v1/vulnerabilities").status_code == 200  # the trial runs
+    assert client.get("/api/v1/recommendations").status_code == 200
+    now.at = T0 + timedelta(days=31)
+    for url in ("/api/v1/vulnerabilities", "/api/v1/vulnerabilities/CVE-2099-0001", "/api/v1/risk",
+                f"/api/v1/devices/{demo['plc']}/vulnerabilities"):
+        refused = client.get(url)
+        assert refused.status_code == 403, url
+        detail = refused.json()["detail"]
+        assert "'plant' has no active plan: vulnerabilities are off" in detail
+        assert "trial ended unconverted" in detail
+    refused = client.get("/api/v1/recommendations")
+    assert refused.status_code == 403 and "recommendations are off" in refused.json()["detail"]
+    page = client.get("/vulnerabilities")
+    assert page.status_code == 403 and "has no active plan" in page.text
+    # the inventory stays readable: sites, the dashboard and the device page answer, with
+    # the plan's message where risk and CVEs would be
+    assert client.get("/api/v1/sites").status_code == 200
+    dash = client.get("/")
+    assert dash.status_code == 200 and "vulnerabilities are off" in dash.text
+    device = client.get(f"/devices/{demo['plc']}")
+    assert device.status_code == 200 and "vulnerabilities are off" in device.text
+    assert "CVE-2099-0001" not in device.text
+    assert TestClient(create_app(engine)).get("/api/v1/vulnerabilities").status_code == 401
+    engine.dispose()

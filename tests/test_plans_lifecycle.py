@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +16,9 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from clock_helpers import T0
 from inventory_helpers import CAPTURES, analyze
-from tapwatch import clock, plans
+from tapwatch import plans
 from tapwatch.console import auth
 from tapwatch.console.app import create_app
 from tapwatch.plans import ledger, subscriptions
@@ -28,24 +28,7 @@ from tapwatch.store.console_models import AuditEntry
 from tapwatch.store.db import open_engine, sessions
 from tapwatch.store.plan_models import Plan
 
-T0 = datetime(2026, 3, 1, 12, 0)
 DAY = timedelta(days=1)
-
-
-class Clock:
-    def __init__(self, at: datetime) -> None:
-        self.at = at
-
-    def __call__(self) -> datetime:
-        return self.at.replace(tzinfo=UTC)
-
-
-@pytest.fixture
-def now() -> Iterator[Clock]:
-    c = Clock(T0)
-    clock.set_clock(c)
-    yield c
-    clock.set_clock(None)
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ import pytest
 import uvicorn
 from sqlalchemy import select
 
-from tapwatch import clock
+from clock_helpers import T0, Clock
 from tapwatch.console import auth
 from tapwatch.console.app import create_app
 from tapwatch.plans import plans as rules
@@ -35,24 +35,6 @@ from tapwatch.store.db import open_engine, sessions
 from tapwatch.store.sensor_models import OutboxBatch
 from test_sensor_console import CAPTURE, HEALTH, build_outbox
 from test_sensor_netns import free_port, inventory_totals, wait_for
-
-T0 = datetime(2026, 3, 1, 12, 0)
-
-
-class Clock:
-    def __init__(self, at: datetime) -> None:
-        self.at = at
-
-    def __call__(self) -> datetime:
-        return self.at.replace(tzinfo=UTC)
-
-
-@pytest.fixture
-def now() -> Iterator[Clock]:
-    c = Clock(T0)
-    clock.set_clock(c)
-    yield c
-    clock.set_clock(None)
 
 
 @pytest.fixture
