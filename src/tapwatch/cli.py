@@ -27,7 +27,7 @@ from tapwatch.dissect.base import EVENT_TYPES
 from tapwatch.identify import taxonomy
 from tapwatch.store import evidence, inventory
 from tapwatch.store.alert_models import Alert
-from tapwatch.store.db import open_engine, sessions
+from tapwatch.store.db import dispose_all, open_engine, sessions
 from tapwatch.store.identity import EDITABLE, refresh_identity
 from tapwatch.store.models import Device
 from tapwatch.terminal import print_table
@@ -502,8 +502,6 @@ def run() -> None:
 
 
 def _exit_quickly() -> None:
-    from tapwatch.store.db import dispose_all
-
     dispose_all()
     gc.freeze()
 

@@ -23,13 +23,13 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from tapwatch.sensor import wire
 from tapwatch.sensor.outbox import Outbox, get_state, set_state
 from tapwatch.store.db import sessions
 
 log = logging.getLogger("tapwatch.sensor")
 UPLOAD_PATH = "/api/v1/sensors/upload"
 REJECTED = "outbox_rejected"
-NO_PLAN = "no-active-plan"  # the console's X-Tapwatch-Refusal when a plan is missing
 
 
 @dataclass
@@ -123,7 +123,7 @@ class Uploader:
             if e.code in (400, 413, 422):
                 self._reject(batch_id, e.code, detail)
                 return True
-            if e.code == 403 and e.headers.get("X-Tapwatch-Refusal") == NO_PLAN:
+            if e.code == 403 and e.headers.get(wire.REFUSAL) == wire.NO_PLAN:
                 self._hold(detail)
             elif e.code in (401, 403):
                 log.error("the console refused the sensor token (%s); fix --token", e.code)

@@ -33,6 +33,10 @@ ADDRESS_FIELDS = attrgetter(*(f.name for f in fields(AddressRecord)))
 CONNECTION_FIELDS = attrgetter(*(f.name for f in fields(ConnectionRecord)))
 MORE = "more"  # set on every batch of a flush but its last
 MAX_JSON = 64 << 20  # a decompressed batch larger than this is refused (zip bombs)
+# the console's 403 to data it will not take because the sensor's subscription has no plan
+# in force carries REFUSAL: NO_PLAN; the sensor then keeps the batch instead of setting it aside
+REFUSAL = "X-Tapwatch-Refusal"
+NO_PLAN = "no-active-plan"
 
 
 class WireError(ValueError):

@@ -30,7 +30,6 @@ from tapwatch.store.console_models import audit
 from tapwatch.store.sensor_models import Sensor
 
 router = APIRouter(tags=["sensors"])
-NO_PLAN = "no-active-plan"  # X-Tapwatch-Refusal of data refused for want of a plan
 
 
 @dataclass(frozen=True)
@@ -134,4 +133,4 @@ def _require_plan(request: Request, who: SensorPrincipal) -> None:
         ent = features.for_sensor(s, sensor.name if sensor else None)
     if not ent.allows("sensor_data"):
         why = ent.refusal("sensor_data") + "; the sensor keeps its data until a plan is added"
-        raise HTTPException(403, why, headers={"X-Tapwatch-Refusal": NO_PLAN})
+        raise HTTPException(403, why, headers={wire.REFUSAL: wire.NO_PLAN})
