@@ -5,6 +5,10 @@ brings something new: a payload not seen before from the same sender (the DHCP r
 repeated every minute is parsed once), and for TCP only the first segments of each
 direction of a flow (headers are at the start). Both memories are fixed-size hash sets
 that are simply cleared when full: they are caches, not state.
+
+Three passes per batch, each a tight loop of its own: `wanted` (which rows interest a
+dissector), `identities` (a hash of each), `novel` (which hashes are new). Kept apart,
+the seen-set probes of consecutive rows overlap in memory instead of waiting in line.
 """
 
 from __future__ import annotations
@@ -130,16 +134,16 @@ def word_view(buf: np.ndarray) -> np.ndarray:
 
 
 @njit(cache=True, inline="always")
-def _payload_hash(words64, buf, po, pl, h, keep):
-    """Hash of a payload's first HASH_BYTES and last 8 bytes, with the bytes cleared in
-    `keep` (one 64-bit mask per word of the first MASKED_BYTES) left out. Four lanes
-    run side by side so the multiplies overlap instead of waiting on each other."""
+def _payload_hash(words64, buf, po, pl, keep):
+    """Hash of a payload's first HASH_BYTES and last 8 bytes, with the bytes
+    cleared in `keep` (one 64-bit mask per word of the first MASKED_BYTES) left out. Four
+    lanes run side by side so the multiplies overlap instead of waiting on each other."""
     hn = pl if pl < HASH_BYTES else HASH_BYTES
     words = hn >> 3
-    a = h
-    b = h ^ np.int64(0x243F6A8885A308D3)
-    c = h ^ np.int64(0x13198A2E03707344)
-    d = h ^ np.int64(0x299F31D0082EFA98)
+    a = np.int64(0x5BD1E995)
+    b = np.int64(0x243F6A8885A308D3)
+    c = np.int64(0x13198A2E03707344)
+    d = np.int64(0x299F31D0082EFA98)
     k = 0
     while k + 4 <= words:
         p = po + 8 * k
@@ -160,36 +164,34 @@ def _payload_hash(words64, buf, po, pl, h, keep):
         k += 1
     rest = hn - 8 * words
     if rest:  # the last partial word, little-endian like the others
-        w = np.int64(0)
-        for j in range(rest):
-            w |= np.int64(buf[po + 8 * words + j]) << (8 * j)
+        t = po + 8 * words
+        if t < words64.shape[0]:  # one load, the bytes past the payload cleared
+            w = words64[t] & ((np.int64(1) << (8 * rest)) - 1)
+        else:
+            w = np.int64(0)
+            for j in range(rest):
+                w |= np.int64(buf[t + j]) << (8 * j)
         if words < MASKED_WORDS:
             w &= keep[words]
         b = _mix(b, w)
+    if words < 4 and pl <= HASH_BYTES:  # c and d were never fed: a short message
+        return _mix(a, b)
     if pl > HASH_BYTES:
         c = _mix(c, words64[po + pl - 8])
     return _mix(_mix(_mix(a, b), c), d)
 
 
 @njit(cache=True)
-def select(start, n, ts, buf, words64, ipproto, sport, dport, tcpflags, ethertype, l3, l3id, pay_off, pay_len,
-           l3_off, smac, dmac, shi, slo, dhi, dlo, tcp_int, tcp_all, udp_int, eth_int, proto_int,
-           want_syn, prefixes, tcp_mask, udp_mask, masks, keep, no_mask, seen, seen_used,
-           flow_keys, flow_counts, flow_used, out, out_hash):
-    """Indices of rows [start, n) to dissect, written to `out` with their payload hashes.
-
-    Returns (selected, next row): it stops early when the seen set is half full, so the
-    caller can collect the repeat counts of what it dissected before clearing the set.
-    """
+def wanted(start, n, buf, words64, ipproto, sport, dport, tcpflags, ethertype, l3, l3id, pay_off,
+           pay_len, l3_off, shi, slo, dhi, dlo, tcp_int, tcp_all, udp_int, eth_int, proto_int,
+           want_syn, prefixes, flow_keys, flow_counts, flow_used, out):
+    """Rows of [start, n) that some dissector wants, written to `out`; a TCP SYN wanted
+    only for its header fingerprint is written as -1 - row. Returns how many."""
     m = 0
     for i in range(start, n):
-        if seen_used[0] * 2 > seen.shape[0]:
-            return m, i
         proto = ipproto[i]
         po = pay_off[i]
         pl = pay_len[i]
-        hit = False
-        syn = False
         if proto == 6:
             if pl > 0 and (tcp_all[sport[i]] or tcp_all[dport[i]]):
                 hit = True
@@ -201,14 +203,36 @@ def select(start, n, ts, buf, words64, ipproto, sport, dport, tcpflags, ethertyp
                 hit = _flow_budget(flow_keys, flow_counts, flow_used, h,
                                    TCP_SEGMENTS_PER_DIRECTION)
             elif want_syn and (tcpflags[i] & 0x02) and l3_off[i] >= 0 and po >= 0:
-                hit = True
-                syn = True
+                out[m] = -1 - i
+                m += 1
+                continue
+            else:
+                hit = False
         elif proto == 17:
             hit = pl > 0 and (udp_int[sport[i]] or udp_int[dport[i]])
-        elif l3[i] != 4 and l3[i] != 6:
-            hit = po >= 0 and (eth_int[ethertype[i]] or proto_int[l3id[i]])
-        if not hit:
-            continue
+        else:
+            hit = l3[i] != 4 and l3[i] != 6 and po >= 0 and (eth_int[ethertype[i]] or proto_int[l3id[i]])
+        if hit:
+            out[m] = i
+            m += 1
+    return m
+
+
+@njit(cache=True)
+def identities(c, rows, buf, words64, ipproto, sport, dport, pay_off, pay_len, l3_off, smac, dmac,
+               shi, slo, dhi, dlo, tcp_mask, udp_mask, masks, keep, no_mask, out_hash):
+    """The identity hash of each wanted row: who said it to whom, and what. Rows given up
+    (a SYN too short for its options) are dropped; the wanted rows are compacted in place
+    (a SYN back to its row number). Returns how many are left."""
+    m = 0
+    for j in range(c):
+        i = rows[j]
+        syn = i < 0
+        if syn:
+            i = -1 - i
+        proto = ipproto[i]
+        po = pay_off[i]
+        pl = pay_len[i]
         # who said it to whom: the same bytes to another receiver are another operation
         h = _mix(_mix(_mix(_mix(_mix(np.int64(0x5BD1E995), smac[i]), slo[i]), shi[i] ^ (pl << 8) ^ proto),
                       dlo[i]), dhi[i] ^ dmac[i])
@@ -220,8 +244,8 @@ def select(start, n, ts, buf, words64, ipproto, sport, dport, tcpflags, ethertyp
             if t + 20 > po:
                 continue
             h = _mix(h, (np.int64(buf[t + 13]) << 16) | (np.int64(buf[t + 14]) << 8) | buf[t + 15])
-            for j in range(t + 20, po):
-                h = _mix(h, np.int64(buf[j]))
+            for k in range(t + 20, po):
+                h = _mix(h, np.int64(buf[k]))
         else:
             mask = -1
             if proto == 6:
@@ -231,22 +255,40 @@ def select(start, n, ts, buf, words64, ipproto, sport, dport, tcpflags, ethertyp
             masked = False
             if mask >= 0:  # blank what changes in every message (transaction ids, sequences)
                 for r in range(MAX_IGNORED):
-                    c = masks[mask, 4 * r + 2]  # a range may apply only when a byte says so
-                    if c >= 0 and (c >= pl or buf[po + c] != masks[mask, 4 * r + 3]):
+                    at = masks[mask, 4 * r + 2]  # a range may apply only when a byte says so
+                    if at >= 0 and (at >= pl or buf[po + at] != masks[mask, 4 * r + 3]):
                         continue
                     a = masks[mask, 4 * r]
                     b = min(a + masks[mask, 4 * r + 1], MASKED_BYTES)
                     if not masked:
-                        for j in range(MASKED_WORDS):
-                            keep[j] = -1
+                        for k in range(MASKED_WORDS):
+                            keep[k] = -1
                         masked = True
-                    for j in range(a, b):
-                        keep[j >> 3] &= ~(np.int64(0xFF) << ((j & 7) * 8))
-            h = _payload_hash(words64, buf, po, pl, h, keep if masked else no_mask)
-        if h == 0:
-            h = 1
-        if _remember(seen, seen_used, h, ts[i]):
-            out[m] = i
-            out_hash[m] = h
+                    for k in range(a, b):
+                        keep[k >> 3] &= ~(np.int64(0xFF) << ((k & 7) * 8))
+            h = _mix(h, _payload_hash(words64, buf, po, pl, keep if masked else no_mask))
+        rows[m] = i
+        out_hash[m] = h if h != 0 else 1
+        m += 1
+    return m
+
+
+@njit(cache=True)
+def novel(start, c, rows, hashes, ts, seen, seen_used):
+    """Keep, of rows[start:c], those whose identity is not in the seen set yet (adding it),
+    compacted to the front of rows/hashes; repeats are counted in the set instead.
+
+    Returns (kept, next): it stops early when the seen set is half full, so the caller can
+    collect the repeat counts of what it dissected before clearing the set and going on
+    from `next`.
+    """
+    m = 0
+    for j in range(start, c):
+        if seen_used[0] * 2 > seen.shape[0]:
+            return m, j
+        h = hashes[j]
+        if _remember(seen, seen_used, h, ts[rows[j]]):
+            rows[m] = rows[j]
+            hashes[m] = h
             m += 1
-    return m, n
+    return m, c

@@ -96,8 +96,8 @@ class DissectStage:
             for prefix in d.tcp_prefixes:
                 self.by_prefix[prefix].append(d)
         prefixes = sel.prefix_set(list(self.by_prefix))
-        self.tables = (tcp, tcp_all, udp, eth, proto, bool(self.syn), prefixes,
-                       *self._novelty_masks())
+        self.wants = (tcp, tcp_all, udp, eth, proto, bool(self.syn), prefixes)
+        self.masks = self._novelty_masks()
         self.keep = np.zeros(sel.MASKED_WORDS, dtype=np.int64)  # the selector's byte masks
         self.no_mask = np.full(sel.MASKED_WORDS, -1, dtype=np.int64)
         self._words_of: np.ndarray | None = None  # the chunk buffer _words views
@@ -141,18 +141,21 @@ class DissectStage:
             self.out_hash = np.empty(rows.capacity, dtype=np.int64)
         if self._words_of is not chunk.buf:
             self._words_of, self._words = chunk.buf, sel.word_view(chunk.buf)
-        i = 0
-        while i < rows.n:
-            m, i = sel.select(
-                i, rows.n, rows.ts, chunk.buf, self._words, rows.ipproto, rows.sport, rows.dport,
-                rows.tcpflags, rows.ethertype, rows.l3, rows.l3id, rows.pay_off, rows.pay_len,
-                rows.l3_off, rows.smac, rows.dmac, rows.shi, rows.slo, rows.dhi, rows.dlo, *self.tables,
-                self.keep, self.no_mask, self.seen, self.used[0:1],
-                self.flow_keys, self.flow_counts, self.used[1:2], self.out, self.out_hash,
-            )
+        c = sel.wanted(
+            0, rows.n, chunk.buf, self._words, rows.ipproto, rows.sport, rows.dport, rows.tcpflags,
+            rows.ethertype, rows.l3, rows.l3id, rows.pay_off, rows.pay_len, rows.l3_off, rows.shi,
+            rows.slo, rows.dhi, rows.dlo, *self.wants, self.flow_keys, self.flow_counts,
+            self.used[1:2], self.out)
+        c = sel.identities(
+            c, self.out, chunk.buf, self._words, rows.ipproto, rows.sport, rows.dport, rows.pay_off,
+            rows.pay_len, rows.l3_off, rows.smac, rows.dmac, rows.shi, rows.slo, rows.dhi, rows.dlo,
+            *self.masks, self.keep, self.no_mask, self.out_hash)
+        j = 0
+        while j < c:
+            m, j = sel.novel(j, c, self.out, self.out_hash, rows.ts, self.seen, self.used[0:1])
             if m:
                 self._dissect_rows(chunk, rows, self.out[:m], self.out_hash[:m].tolist())
-            if i < rows.n:  # the seen set is full: settle repeat counts, then forget
+            if j < c:  # the seen set is full: settle repeat counts, then forget
                 self.finish()
                 self.seen[:] = 0
                 self.used[0] = 0
