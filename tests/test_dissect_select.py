@@ -12,15 +12,15 @@ import pytest
 
 from tapwatch.capture import CaptureReader
 from tapwatch.decode import Decoder
-from tapwatch.dissect import select as sel
+from tapwatch.decode import select as sel
 from tapwatch.dissect.stage import DissectResults, DissectStage
 
 CAPTURES = Path(__file__).resolve().parents[2] / "shared" / "captures"
 
 
-def run(path: Path, seen_slots: int) -> tuple[DissectResults, int]:
-    """All dissectors over a capture with a seen set of `seen_slots`; also how often the
-    set was cleared."""
+def run(path: Path, seen_slots: int, in_decoder: bool = True) -> tuple[DissectResults, int]:
+    """All dissectors over a capture with a seen set of `seen_slots`, rows picked by the
+    decoder (or afterwards, by the stage); also how often the set was cleared."""
     stage = DissectStage()
     stage.seen = np.zeros((seen_slots, sel.SEEN_COLUMNS), dtype=np.int64)
     clears = 0
@@ -32,7 +32,7 @@ def run(path: Path, seen_slots: int) -> tuple[DissectResults, int]:
         finish()
 
     stage.finish = counted_finish  # type: ignore[method-assign]
-    decoder = Decoder()
+    decoder = Decoder(picker=stage.picker if in_decoder else None)
     with CaptureReader(path) as reader:
         for chunk in reader.chunks():
             for rows in decoder.batches(chunk):
@@ -69,3 +69,13 @@ def test_repeats_are_counted_not_dissected_again() -> None:
         packets = sum(len(chunk) for chunk in reader.chunks())
     results, _ = run(path, sel.SEEN_SLOTS)
     assert 0 < results.packets < packets // 2  # a polling loop: most payloads repeat
+
+
+@pytest.mark.parametrize("name", ["iti-ics-tools__EthernetIP-CIP.pcap", "ndpi__iphone.pcap",
+                                  "tcpdump__LLDP_and_CDP.pcap", "zeek__nmap-vsn.pcap"])
+def test_the_decoder_picks_the_rows_the_stage_would(name: str) -> None:
+    fused, _ = run(CAPTURES / name, sel.SEEN_SLOTS)
+    after, _ = run(CAPTURES / name, sel.SEEN_SLOTS, in_decoder=False)
+    assert fused.packets == after.packets > 0
+    assert fused.facts == after.facts
+    assert operations(fused) == operations(after)

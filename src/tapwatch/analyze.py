@@ -140,9 +140,9 @@ class Analyzer:
             return inventory.is_ingested(s, digest)
 
     def _analyze(self, reader: CaptureReader, result: FileResult, size: int, head: str) -> None:
-        decoder = Decoder()
-        agg = Aggregator()
         stage = DissectStage(signals=self.detect) if self.dissect else None
+        decoder = Decoder(picker=stage.picker if stage else None)
+        agg = Aggregator()
         # What exists now (modules, numba, the ORM) lives as long as the process: leave it
         # out of the collector's full passes while this file runs, which would otherwise
         # scan it again and again (a tenth of the run on the benchmark capture).

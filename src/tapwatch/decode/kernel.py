@@ -12,6 +12,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from tapwatch.decode.select import PICK_BATCH, pick_rows
+
 NO_MAC = np.int64(1 << 48)
 V4_MAPPED = np.int64(0xFFFF << 32)
 
@@ -100,6 +102,7 @@ class Rows:
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self.n = 0
+        self.picker: object = None  # the dissectors' selector that picked from these rows
         for name in self.COLUMNS:
             setattr(self, name, np.empty(capacity, dtype=np.int64))
 
@@ -127,11 +130,19 @@ def decode(start, stop, buf, rec_off, rec_cap, rec_wire, rec_ts, rec_link,
            id_llc, id_ipv4, id_ipv6,
            pkt, ts, wlen, smac, dmac, vlan, ethertype, l3, shi, slo, dhi, dlo, ipproto,
            sport, dport, tcpflags, ttl, l3id, l4id, appid, pay_off, pay_len, flags, l3_off,
-           status):
-    """Decode records [start, stop); returns the number of rows written."""
+           status, picking, pick_args):
+    """Decode records [start, stop); returns the number of rows written. When `picking`,
+    the dissectors' selector (select.pick_rows, with `pick_args`) goes over the rows every
+    PICK_BATCH of them, while their packets are still in cache."""
     cap_rows = pkt.shape[0]
     r = 0
+    picked = 0
+    columns = (ipproto, sport, dport, tcpflags, ethertype, l3, l3id, pay_off, pay_len, l3_off,
+               smac, dmac, shi, slo, dhi, dlo)
     for i in range(start, stop):
+        if picking and r - picked >= PICK_BATCH:
+            pick_rows(picked, r, buf, columns, pick_args)
+            picked = r
         if r >= cap_rows:
             break
         p = rec_off[i]
@@ -563,6 +574,8 @@ def decode(start, stop, buf, rec_off, rec_cap, rec_wire, rec_ts, rec_link,
             break
         if l3[r] != 0 or smac[r] != NO_MAC or dmac[r] != NO_MAC:
             r += 1
+    if picking:
+        pick_rows(picked, r, buf, columns, pick_args)
     return r
 
 

@@ -27,7 +27,7 @@ def dissectors() -> list[Dissector]:
     global _loaded
     if not _loaded:
         for mod in pkgutil.iter_modules(__path__):
-            if mod.name not in ("base", "select", "stage"):
+            if mod.name not in ("base", "stage"):
                 importlib.import_module(f"{__name__}.{mod.name}")
         _loaded = True
     return [cls() for cls in _REGISTRY]

@@ -15,10 +15,10 @@ import numpy as np
 
 from tapwatch.capture.reader import Chunk
 from tapwatch.decode import protocols
+from tapwatch.decode import select as sel
 from tapwatch.decode.devices import ip_str, mac_str
 from tapwatch.decode.kernel import F_DST_GROUP, Rows
 from tapwatch.dissect import Dissector, Evidence, Packet, dissectors
-from tapwatch.dissect import select as sel
 
 TRANSPORT = {6: "tcp", 17: "udp"}
 # protocol errors that say a length disagrees (detection tells them from other damage)
@@ -95,20 +95,11 @@ class DissectStage:
                 self.syn.append(d)
             for prefix in d.tcp_prefixes:
                 self.by_prefix[prefix].append(d)
-        prefixes = sel.prefix_set(list(self.by_prefix))
-        self.wants = (tcp, tcp_all, udp, eth, proto, bool(self.syn), prefixes)
-        self.masks = self._novelty_masks()
-        self.keep = np.zeros(sel.MASKED_WORDS, dtype=np.int64)  # the selector's byte masks
-        self.no_mask = np.full(sel.MASKED_WORDS, -1, dtype=np.int64)
-        self._words_of: np.ndarray | None = None  # the chunk buffer _words views
-        self._words = np.zeros(0, dtype=np.int64)
+        self.picker = sel.Picker(tcp, tcp_all, udp, eth, proto, bool(self.syn),
+                                 sel.prefix_set(list(self.by_prefix)), *self._novelty_masks())
         self.seen = np.zeros((sel.SEEN_SLOTS, sel.SEEN_COLUMNS), dtype=np.int64)
-        self.out_hash = np.empty(0, dtype=np.int64)
+        self.seen_used = np.zeros(1, dtype=np.int64)
         self._pending: dict[int, list[EventRecord]] = {}  # payload hash -> its events
-        self.flow_keys = np.zeros(sel.FLOW_SLOTS, dtype=np.int64)
-        self.flow_counts = np.zeros(sel.FLOW_SLOTS, dtype=np.int64)
-        self.used = np.zeros(2, dtype=np.int64)
-        self.out = np.empty(0, dtype=np.int64)
         self.results = DissectResults()
         self._macs: dict[int, str] = {}
         self._ips: dict[tuple[int, int], str] = {}
@@ -136,29 +127,26 @@ class DissectStage:
     def batch(self, chunk: Chunk, rows: Rows) -> None:
         if not self.dissectors or rows.n == 0:
             return
-        if self.out.shape[0] < rows.n:
-            self.out = np.empty(rows.capacity, dtype=np.int64)
-            self.out_hash = np.empty(rows.capacity, dtype=np.int64)
-        if self._words_of is not chunk.buf:
-            self._words_of, self._words = chunk.buf, sel.word_view(chunk.buf)
-        c = sel.wanted(
-            0, rows.n, chunk.buf, self._words, rows.ipproto, rows.sport, rows.dport, rows.tcpflags,
-            rows.ethertype, rows.l3, rows.l3id, rows.pay_off, rows.pay_len, rows.l3_off, rows.shi,
-            rows.slo, rows.dhi, rows.dlo, *self.wants, self.flow_keys, self.flow_counts,
-            self.used[1:2], self.out)
-        c = sel.identities(
-            c, self.out, chunk.buf, self._words, rows.ipproto, rows.sport, rows.dport, rows.pay_off,
-            rows.pay_len, rows.l3_off, rows.smac, rows.dmac, rows.shi, rows.slo, rows.dhi, rows.dlo,
-            *self.masks, self.keep, self.no_mask, self.out_hash)
+        picker = self.picker
+        if rows.picker is not picker:  # decoded without this stage's picker: pick now
+            columns = (rows.ipproto, rows.sport, rows.dport, rows.tcpflags, rows.ethertype, rows.l3,
+                       rows.l3id, rows.pay_off, rows.pay_len, rows.l3_off, rows.smac, rows.dmac,
+                       rows.shi, rows.slo, rows.dhi, rows.dlo)
+            sel.pick_rows(0, rows.n, chunk.buf, columns, picker.start(chunk.buf, rows.capacity))
+        c = picker.picked
         j = 0
         while j < c:
-            m, j = sel.novel(j, c, self.out, self.out_hash, rows.ts, self.seen, self.used[0:1])
+            m, j = sel.novel(j, c, picker.rows, picker.hashes, rows.ts, self.seen, self.seen_used)
             if m:
-                self._dissect_rows(chunk, rows, self.out[:m], self.out_hash[:m].tolist())
-            if j < c:  # the seen set is full: settle repeat counts, then forget
-                self.finish()
-                self.seen[:] = 0
-                self.used[0] = 0
+                self._dissect_rows(chunk, rows, picker.rows[:m], picker.hashes[:m].tolist())
+            if j < c:  # the seen set is full
+                self.forget()
+
+    def forget(self) -> None:
+        """Settle the repeat counts, then forget the payloads seen (a repeat is new again)."""
+        self.finish()
+        self.seen[:] = 0
+        self.seen_used[0] = 0
 
     def finish(self) -> None:
         """Credit each event with the repeats of its payload folded by the selector."""

@@ -70,10 +70,10 @@ class SensorPipeline:
         self.sensor = sensor
         self.outbox = outbox
         self.rolling = rolling
-        self.decoder = Decoder()
-        self.agg = Aggregator()
         self.detect = detect and dissect  # the engines read the dissectors' signals
         self.stage = DissectStage(signals=self.detect) if dissect else None
+        self.decoder = Decoder(picker=self.stage.picker if self.stage else None)
+        self.agg = Aggregator()
         self.packets = 0  # since the last flush
         self.bytes = 0
         self.first_ns: int | None = None  # capture time of the delta
@@ -103,12 +103,10 @@ class SensorPipeline:
         """What was aggregated since the last flush; the tables start empty again."""
         results = None
         if self.stage:
-            self.stage.finish()
+            # forget the payloads seen: a repeat after this flush belongs to the next delta
+            self.stage.forget()
             results = self.stage.results
             self.stage.results = DissectResults()
-            # forget the payloads seen: a repeat after this flush belongs to the next delta
-            self.stage.seen[:] = 0
-            self.stage.used[0] = 0
         addresses, connections = fill_missing_macs(self.agg.addresses(), self.agg.connections())
         self.agg = Aggregator(self.agg.akeys.shape[0], self.agg.ckeys.shape[0])
         return addresses, connections, results

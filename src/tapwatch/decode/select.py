@@ -6,8 +6,9 @@ repeated every minute is parsed once), and for TCP only the first segments of ea
 direction of a flow (headers are at the start). Both memories are fixed-size hash sets
 that are simply cleared when full: they are caches, not state.
 
-Three passes per batch, each a tight loop of its own: `wanted` (which rows interest a
-dissector), `identities` (a hash of each), `novel` (which hashes are new). Kept apart,
+Three passes, each a tight loop of its own: `wanted` (which rows interest a dissector)
+and `identities` (a hash of each) run inside the decoder every few hundred rows, while
+the packets are still in cache; `novel` (which hashes are new) runs once per batch, where
 the seen-set probes of consecutive rows overlap in memory instead of waiting in line.
 """
 
@@ -24,6 +25,9 @@ HASH_BYTES = 1024  # a payload's identity: its length, first 1024 bytes and last
 MAX_IGNORED = 4  # byte ranges a dissector may exclude from that identity…
 MASKED_BYTES = 64  # …within the first bytes of the payload
 MASKED_WORDS = MASKED_BYTES // 8
+PICK_BATCH = 256  # rows the decoder writes before it picks from them (still in cache)
+# Picker.state: rows picked in this batch, flow-budget slots used, whether SYNs are wanted
+PICKED, FLOWS_USED, WANT_SYN = 0, 1, 2
 
 
 @njit(cache=True, inline="always")
@@ -70,23 +74,24 @@ def lookup(seen, h):
 
 
 @njit(cache=True)
-def _flow_budget(keys, counts, used, h, budget):
-    """Count one more segment for flow-direction h; True while within the budget."""
+def _flow_budget(flows, state, h, budget):
+    """Count one more segment for flow-direction h; True while within the budget.
+    flows[0] are the keys of an open-addressing set, flows[1] their segment counts."""
     if h == 0:
         h = 1
+    keys = flows[0]
     mask = keys.shape[0] - 1
-    if used[0] * 2 > keys.shape[0]:
-        keys[:] = 0
-        counts[:] = 0
-        used[0] = 0
+    if state[FLOWS_USED] * 2 > keys.shape[0]:
+        flows[:] = 0
+        state[FLOWS_USED] = 0
     s = h & mask
     while keys[s] != 0 and keys[s] != h:
         s = (s + 1) & mask
     if keys[s] == 0:
         keys[s] = h
-        used[0] += 1
-    counts[s] += 1
-    return counts[s] <= budget
+        state[FLOWS_USED] += 1
+    flows[1, s] += 1
+    return flows[1, s] <= budget
 
 
 PREFIX_SLOTS = 256  # open-addressing set of the 4-byte message starts (a few dozen)
@@ -130,6 +135,7 @@ def word_view(buf: np.ndarray) -> np.ndarray:
     """buf as overlapping little-endian int64 words, one starting at every byte: element p
     is bytes p..p+7. The selector reads payload words with one load each, at any offset."""
     whole = buf[: len(buf) // 8 * 8].view(np.int64) if len(buf) >= 8 else np.zeros(1, np.int64)
+    # (always a strided view, also of a short buffer: one type for compiled code)
     return as_strided(whole, shape=(max(len(buf) - 7, 0),), strides=(1,), writeable=False)
 
 
@@ -182,12 +188,12 @@ def _payload_hash(words64, buf, po, pl, keep):
 
 
 @njit(cache=True)
-def wanted(start, n, buf, words64, ipproto, sport, dport, tcpflags, ethertype, l3, l3id, pay_off,
-           pay_len, l3_off, shi, slo, dhi, dlo, tcp_int, tcp_all, udp_int, eth_int, proto_int,
-           want_syn, prefixes, flow_keys, flow_counts, flow_used, out):
-    """Rows of [start, n) that some dissector wants, written to `out`; a TCP SYN wanted
-    only for its header fingerprint is written as -1 - row. Returns how many."""
-    m = 0
+def wanted(start, n, m, buf, words64, ipproto, sport, dport, tcpflags, ethertype, l3, l3id,
+           pay_off, pay_len, l3_off, shi, slo, dhi, dlo, tcp_int, tcp_all, udp_int, eth_int,
+           proto_int, prefixes, flows, state, out):
+    """Rows of [start, n) that some dissector wants, written to `out` from index m on; a
+    TCP SYN wanted only for its header fingerprint is written as -1 - row. Returns the
+    index after the last one written."""
     for i in range(start, n):
         proto = ipproto[i]
         po = pay_off[i]
@@ -200,9 +206,8 @@ def wanted(start, n, buf, words64, ipproto, sport, dport, tcpflags, ethertype, l
             elif pl > 0 and (tcp_int[sport[i]] or tcp_int[dport[i]]):
                 h = _mix(_mix(_mix(_mix(np.int64(6), slo[i]), dlo[i] ^ shi[i]), dhi[i]),
                          (sport[i] << 16) | dport[i])
-                hit = _flow_budget(flow_keys, flow_counts, flow_used, h,
-                                   TCP_SEGMENTS_PER_DIRECTION)
-            elif want_syn and (tcpflags[i] & 0x02) and l3_off[i] >= 0 and po >= 0:
+                hit = _flow_budget(flows, state, h, TCP_SEGMENTS_PER_DIRECTION)
+            elif state[WANT_SYN] and (tcpflags[i] & 0x02) and l3_off[i] >= 0 and po >= 0:
                 out[m] = -1 - i
                 m += 1
                 continue
@@ -219,13 +224,13 @@ def wanted(start, n, buf, words64, ipproto, sport, dport, tcpflags, ethertype, l
 
 
 @njit(cache=True)
-def identities(c, rows, buf, words64, ipproto, sport, dport, pay_off, pay_len, l3_off, smac, dmac,
-               shi, slo, dhi, dlo, tcp_mask, udp_mask, masks, keep, no_mask, out_hash):
-    """The identity hash of each wanted row: who said it to whom, and what. Rows given up
-    (a SYN too short for its options) are dropped; the wanted rows are compacted in place
-    (a SYN back to its row number). Returns how many are left."""
-    m = 0
-    for j in range(c):
+def identities(c0, c, rows, buf, words64, ipproto, sport, dport, pay_off, pay_len, l3_off, smac,
+               dmac, shi, slo, dhi, dlo, tcp_mask, udp_mask, masks, keep, no_mask, out_hash):
+    """The identity hash of each wanted row of rows[c0:c]: who said it to whom, and what.
+    Rows given up (a SYN too short for its options) are dropped; the rest are compacted in
+    place from c0 on (a SYN back to its row number). Returns the index after the last."""
+    m = c0
+    for j in range(c0, c):
         i = rows[j]
         syn = i < 0
         if syn:
@@ -271,6 +276,78 @@ def identities(c, rows, buf, words64, ipproto, sport, dport, pay_off, pay_len, l
         out_hash[m] = h if h != 0 else 1
         m += 1
     return m
+
+
+@njit(cache=True)
+def pick_rows(first, stop, buf, columns, args):
+    """Append the wanted rows of [first, stop), with their identities, to the picker's
+    `out` (the decoder calls this every PICK_BATCH rows, while they are in cache)."""
+    (ipproto, sport, dport, tcpflags, ethertype, l3, l3id, pay_off, pay_len, l3_off, smac, dmac,
+     shi, slo, dhi, dlo) = columns
+    (tcp_int, tcp_all, udp_int, eth_int, proto_int, prefixes, tcp_mask, udp_mask, masks, keep,
+     no_mask, flows, state, out, words64) = args
+    c0 = state[PICKED]
+    c = wanted(first, stop, c0, buf, words64, ipproto, sport, dport, tcpflags, ethertype, l3, l3id,
+               pay_off, pay_len, l3_off, shi, slo, dhi, dlo, tcp_int, tcp_all, udp_int, eth_int,
+               proto_int, prefixes, flows, state, out[0])
+    state[PICKED] = identities(c0, c, out[0], buf, words64, ipproto, sport, dport, pay_off,
+                               pay_len, l3_off, smac, dmac, shi, slo, dhi, dlo, tcp_mask, udp_mask,
+                               masks, keep, no_mask, out[1])
+
+
+class Picker:
+    """The dissectors' wishes as compiled code reads them, and the rows picked so far.
+
+    The decoder picks as it goes (`start` before each batch, then `args` to its kernel);
+    `rows` and `hashes` then hold the `picked` rows of the batch and their identities.
+    """
+
+    def __init__(self, tcp: np.ndarray, tcp_all: np.ndarray, udp: np.ndarray, eth: np.ndarray,
+                 proto: np.ndarray, syn: bool, prefixes: np.ndarray, tcp_mask: np.ndarray,
+                 udp_mask: np.ndarray, masks: np.ndarray) -> None:
+        self.tables = (tcp, tcp_all, udp, eth, proto, prefixes, tcp_mask, udp_mask, masks,
+                       np.zeros(MASKED_WORDS, dtype=np.int64),  # one payload's byte masks
+                       np.full(MASKED_WORDS, -1, dtype=np.int64),  # no mask
+                       np.zeros((2, FLOW_SLOTS), dtype=np.int64))  # flow keys, segments seen
+        self.state = np.array([0, 0, syn], dtype=np.int64)
+        self.out = np.empty((2, 0), dtype=np.int64)  # picked rows, their identity hashes
+        self._words_of: np.ndarray | None = None
+        self.args = self._args(np.zeros(8, dtype=np.uint8))
+
+    @property
+    def picked(self) -> int:
+        return int(self.state[PICKED])
+
+    @property
+    def rows(self) -> np.ndarray:
+        return self.out[0]
+
+    @property
+    def hashes(self) -> np.ndarray:
+        return self.out[1]
+
+    def start(self, buf: np.ndarray, capacity: int) -> tuple:  # type: ignore[type-arg]
+        """Ready to pick from up to `capacity` rows of `buf`; returns `args`."""
+        self.state[PICKED] = 0
+        if self.out.shape[1] < capacity:
+            self.out = np.empty((2, capacity), dtype=np.int64)
+            self.args = self._args(buf)
+        elif self._words_of is not buf:
+            self.args = self._args(buf)
+        return self.args
+
+    def _args(self, buf: np.ndarray) -> tuple:  # type: ignore[type-arg]
+        self._words_of = buf
+        return (*self.tables, self.state, self.out, word_view(buf))
+
+
+def idle_args() -> tuple:  # type: ignore[type-arg]
+    """`args` for a decoder without dissectors: the types of a real picker's, so the
+    decoder is compiled once."""
+    nothing = np.zeros(65536, dtype=np.bool_)
+    no_mask = np.full(65536, -1, dtype=np.int64)
+    return Picker(nothing, nothing, nothing, nothing, np.zeros(256, dtype=np.bool_), False,
+                  prefix_set([]), no_mask, no_mask, np.zeros((1, 4 * MAX_IGNORED), dtype=np.int64)).args
 
 
 @njit(cache=True)
