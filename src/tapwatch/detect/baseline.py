@@ -85,14 +85,16 @@ class Baseline:
         rows = [{"kind": k, "key": key, "first_seen": p.first, "last_seen": p.last, "count": p.count,
                  "value": p.value, "source": p.source} for (k, key), p in self.pending.items()]
         new = sum(1 for item in self.pending if item not in self.known)
+        # one statement run for many rows: a VALUES list of thousands of bound parameters
+        # would be compiled anew each time, slower than the database work itself
+        stmt = insert(BaselineEntry)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["kind", "key"],
+            set_={"last_seen": stmt.excluded.last_seen,
+                  "count": BaselineEntry.count + stmt.excluded.count,
+                  "value": _greatest(self.session, BaselineEntry.value, stmt.excluded.value)})
         for part in chunks(rows):
-            stmt = insert(BaselineEntry).values(part)
-            stmt = stmt.on_conflict_do_update(
-                index_elements=["kind", "key"],
-                set_={"last_seen": stmt.excluded.last_seen,
-                      "count": BaselineEntry.count + stmt.excluded.count,
-                      "value": _greatest(self.session, BaselineEntry.value, stmt.excluded.value)})
-            self.session.execute(stmt)
+            self.session.execute(stmt, part)
         for item, p in self.pending.items():
             self.known[item] = max(p.value, self.known.get(item, p.value))
         self.pending.clear()

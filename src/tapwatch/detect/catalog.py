@@ -12,6 +12,8 @@ from typing import Any
 
 import yaml
 
+from tapwatch import yamltext
+
 ENV_OVERRIDES = "TAPWATCH_ALERT_CATALOG"
 ENGINES = ("policy", "anomaly", "protocol_violation", "malware", "operational")
 SEVERITIES = ("high", "medium", "low")
@@ -39,7 +41,7 @@ class AlertType:
 
 def _entries(text: str, where: str) -> dict[str, dict[str, Any]]:
     try:
-        data = yaml.safe_load(text) or {}
+        data = yamltext.load(text) or {}
     except yaml.YAMLError as e:
         raise CatalogError(f"{where}: not valid YAML: {e}") from None
     if isinstance(data, dict) and "alerts" in data:

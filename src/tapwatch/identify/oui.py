@@ -23,11 +23,8 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
-import yaml
 
-from tapwatch import cache
-
-_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when available
+from tapwatch import cache, yamltext
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +207,7 @@ _LEGAL = re.compile(
 
 def _load_vendor_table() -> list[tuple[re.Pattern[str], str]]:
     text = resources.files("tapwatch.identify").joinpath("vendors.yaml").read_text(encoding="utf-8")
-    data = yaml.load(text, Loader=_SafeLoader) or {}
+    data = yamltext.load(text) or {}
     table: list[tuple[re.Pattern[str], str]] = []
     for display, patterns in (data.get("vendors") or {}).items():
         for pattern in patterns if isinstance(patterns, list) else [patterns]:

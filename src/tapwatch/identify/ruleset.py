@@ -52,11 +52,9 @@ from typing import Any
 
 import yaml
 
-from tapwatch import cache
+from tapwatch import cache, yamltext
 from tapwatch.dissect.base import ATTRIBUTES
 from tapwatch.identify import taxonomy
-
-_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when available
 
 log = logging.getLogger(__name__)
 
@@ -500,7 +498,7 @@ def compile_rule(raw: Any, path: str | Path, position: int) -> Rule:
 def parse_rules(text: str, path: str | Path) -> list[Rule]:
     """The rules of one file's text; raises RuleError naming the file and the rule."""
     try:
-        data = yaml.load(text, Loader=_SafeLoader)
+        data = yamltext.load(text)
     except yaml.YAMLError as exc:
         raise RuleError(path, None, f"not valid YAML: {exc}") from None
     if data is None:

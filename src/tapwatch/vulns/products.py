@@ -25,8 +25,7 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
-import yaml
-
+from tapwatch import yamltext
 from tapwatch.identify.oui import normalize_vendor
 from tapwatch.vulns.versions import Version, parse_version
 
@@ -114,7 +113,7 @@ class Family:
 
 
 def _load_families_file(text: str, where: str) -> list[Family]:
-    data = yaml.safe_load(text) or {}
+    data = yamltext.load(text) or {}
     out = []
     for i, entry in enumerate(data.get("families") or []):
         try:

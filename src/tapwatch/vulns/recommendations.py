@@ -15,8 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from tapwatch import yamltext
 from tapwatch.vulns.findings import SMB1_FACTS, DeviceFindings, brief
 from tapwatch.vulns.products import vendor_key
 
@@ -158,7 +157,7 @@ def load_catalog(path: str | Path | None = None) -> list[Recommendation]:
     else:
         where = "recommendations.yaml"
         text = resources.files("tapwatch.vulns").joinpath(where).read_text(encoding="utf-8")
-    data = yaml.safe_load(text) or {}
+    data = yamltext.load(text) or {}
     out = []
     for i, raw in enumerate(data.get("recommendations") or []):
         here = f"{where}: recommendations[{i}]"

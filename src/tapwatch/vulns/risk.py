@@ -13,8 +13,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from tapwatch import yamltext
 from tapwatch.vulns.findings import DeviceFindings, brief
 from tapwatch.vulns.recommendations import (
     cleartext_credential_reasons,
@@ -44,10 +43,10 @@ def _merge(base: dict[str, Any], over: dict[str, Any], where: str) -> dict[str, 
 def load_weights(path: str | Path | None = None) -> dict[str, Any]:
     """The built-in weights, overridden by `path` or $TAPWATCH_RISK_WEIGHTS if given."""
     text = resources.files("tapwatch.vulns").joinpath("risk.yaml").read_text(encoding="utf-8")
-    weights: dict[str, Any] = yaml.safe_load(text)
+    weights: dict[str, Any] = yamltext.load(text)
     path = path or os.environ.get("TAPWATCH_RISK_WEIGHTS")
     if path:
-        over = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        over = yamltext.load(Path(path).read_text(encoding="utf-8")) or {}
         if not isinstance(over, dict):
             raise ValueError(f"{path}: expected a mapping of settings")
         weights = _merge(weights, over, str(path))
