@@ -37,9 +37,9 @@ class Decoder:
         n = len(chunk)
         if self.status.shape[0] < n:
             self.status = np.empty(n, dtype=np.int64)
+        picker = self.picker
         for start in range(0, n, self.batch):
             stop = min(n, start + self.batch)
-            picker = self.picker
             self.rows.n = kernel.decode(
                 start, stop, chunk.buf, chunk.off, chunk.cap, chunk.wire, chunk.ts,
                 chunk.linktype, _T["ethertype"], _T["ip_proto"], _T["tcp"], _T["udp"],

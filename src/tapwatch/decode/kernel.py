@@ -138,7 +138,7 @@ def decode(start, stop, buf, rec_off, rec_cap, rec_wire, rec_ts, rec_link,
     r = 0
     picked = 0
     columns = (ipproto, sport, dport, tcpflags, ethertype, l3, l3id, pay_off, pay_len, l3_off,
-               smac, dmac, shi, slo, dhi, dlo)
+               smac, dmac, shi, slo, dhi, dlo)  # as select.PICK_COLUMNS names them
     for i in range(start, stop):
         if picking and r - picked >= PICK_BATCH:
             pick_rows(picked, r, buf, columns, pick_args)

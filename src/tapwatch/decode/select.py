@@ -26,6 +26,9 @@ MAX_IGNORED = 4  # byte ranges a dissector may exclude from that identity…
 MASKED_BYTES = 64  # …within the first bytes of the payload
 MASKED_WORDS = MASKED_BYTES // 8
 PICK_BATCH = 256  # rows the decoder writes before it picks from them (still in cache)
+# the Rows columns pick_rows reads, in the order of its `columns` tuple
+PICK_COLUMNS = ("ipproto", "sport", "dport", "tcpflags", "ethertype", "l3", "l3id", "pay_off",
+                "pay_len", "l3_off", "smac", "dmac", "shi", "slo", "dhi", "dlo")
 # Picker.state: rows picked in this batch, flow-budget slots used, whether SYNs are wanted
 PICKED, FLOWS_USED, WANT_SYN = 0, 1, 2
 
@@ -281,7 +284,8 @@ def identities(c0, c, rows, buf, words64, ipproto, sport, dport, pay_off, pay_le
 @njit(cache=True)
 def pick_rows(first, stop, buf, columns, args):
     """Append the wanted rows of [first, stop), with their identities, to the picker's
-    `out` (the decoder calls this every PICK_BATCH rows, while they are in cache)."""
+    `out` (the decoder calls this every PICK_BATCH rows, while they are in cache).
+    `columns` are the Rows arrays named in PICK_COLUMNS, `args` a Picker's."""
     (ipproto, sport, dport, tcpflags, ethertype, l3, l3id, pay_off, pay_len, l3_off, smac, dmac,
      shi, slo, dhi, dlo) = columns
     (tcp_int, tcp_all, udp_int, eth_int, proto_int, prefixes, tcp_mask, udp_mask, masks, keep,
@@ -311,8 +315,8 @@ class Picker:
                        np.zeros((2, FLOW_SLOTS), dtype=np.int64))  # flow keys, segments seen
         self.state = np.array([0, 0, syn], dtype=np.int64)
         self.out = np.empty((2, 0), dtype=np.int64)  # picked rows, their identity hashes
-        self._words_of: np.ndarray | None = None
-        self.args = self._args(np.zeros(8, dtype=np.uint8))
+        self._words_of: np.ndarray | None = None  # the buffer `args` were made for
+        self.args: tuple = ()  # type: ignore[type-arg]
 
     @property
     def picked(self) -> int:
@@ -331,14 +335,11 @@ class Picker:
         self.state[PICKED] = 0
         if self.out.shape[1] < capacity:
             self.out = np.empty((2, capacity), dtype=np.int64)
-            self.args = self._args(buf)
-        elif self._words_of is not buf:
-            self.args = self._args(buf)
+            self._words_of = None
+        if self._words_of is not buf:
+            self._words_of = buf
+            self.args = (*self.tables, self.state, self.out, word_view(buf))
         return self.args
-
-    def _args(self, buf: np.ndarray) -> tuple:  # type: ignore[type-arg]
-        self._words_of = buf
-        return (*self.tables, self.state, self.out, word_view(buf))
 
 
 def idle_args() -> tuple:  # type: ignore[type-arg]
@@ -346,8 +347,9 @@ def idle_args() -> tuple:  # type: ignore[type-arg]
     decoder is compiled once."""
     nothing = np.zeros(65536, dtype=np.bool_)
     no_mask = np.full(65536, -1, dtype=np.int64)
-    return Picker(nothing, nothing, nothing, nothing, np.zeros(256, dtype=np.bool_), False,
-                  prefix_set([]), no_mask, no_mask, np.zeros((1, 4 * MAX_IGNORED), dtype=np.int64)).args
+    idle = Picker(nothing, nothing, nothing, nothing, np.zeros(256, dtype=np.bool_), False,
+                  prefix_set([]), no_mask, no_mask, np.zeros((1, 4 * MAX_IGNORED), dtype=np.int64))
+    return idle.start(np.zeros(8, dtype=np.uint8), 0)
 
 
 @njit(cache=True)

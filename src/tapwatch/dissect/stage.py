@@ -129,9 +129,7 @@ class DissectStage:
             return
         picker = self.picker
         if rows.picker is not picker:  # decoded without this stage's picker: pick now
-            columns = (rows.ipproto, rows.sport, rows.dport, rows.tcpflags, rows.ethertype, rows.l3,
-                       rows.l3id, rows.pay_off, rows.pay_len, rows.l3_off, rows.smac, rows.dmac,
-                       rows.shi, rows.slo, rows.dhi, rows.dlo)
+            columns = tuple(getattr(rows, name) for name in sel.PICK_COLUMNS)
             sel.pick_rows(0, rows.n, chunk.buf, columns, picker.start(chunk.buf, rows.capacity))
         c = picker.picked
         j = 0
