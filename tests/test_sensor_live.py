@@ -216,13 +216,22 @@ def test_live_alerts_are_forwarded_and_metrics_served(net: Net, tmp_path: Path) 
 
     wait_for(lambda: any(a.type == "new_device" and a.src_ip == CLI_IP for a in alerts()), 20,
              "a new-device alert for the client")
-    scraped = net.python(net.srv, SCRAPE, str(metrics_port))
+    counters: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+
+    def scrape() -> float:
+        """The sensor's counters now; its packets so far (the alert may come from the
+        first flush, before the rest of the traffic was counted)."""
+        scraped = net.python(net.srv, SCRAPE, str(metrics_port))
+        counters.clear()
+        counters.update({(s.name, tuple(sorted(s.labels.items()))): s.value
+                         for m in text_string_to_metric_families(scraped) for s in m.samples})
+        return counters.get(("tapwatch_sensor_packets_total", ()), 0.0)
+
+    wait_for(lambda: scrape() > 30, 20, "the sensor to count the traffic", step=1.0)
     out, err = stop(sensor)
     assert sensor.returncode == 0, err
     assert "new alerts" in err  # the status line counts them
 
-    counters = {(s.name, tuple(sorted(s.labels.items()))): s.value
-                for m in text_string_to_metric_families(scraped) for s in m.samples}
     assert counters[("tapwatch_sensor_packets_total", ())] > 30
     assert counters[("tapwatch_sensor_drops_total", ())] == 0
     assert sum(v for (name, labels), v in counters.items()
