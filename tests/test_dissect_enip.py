@@ -170,6 +170,32 @@ def test_tag_writes_in_a_multiple_service_packet() -> None:
     assert ev.events == [] and ev.facts == [] and ev.errors == []
 
 
+def test_a_repeated_request_is_reported_again_from_memory() -> None:
+    """A client repeats its messages in every session: the second copy is not parsed again,
+    yet reports the same operations, signals and errors, and its reply still finds it."""
+    d = EtherNetIP()
+    write = request(0x4D, symbol(b"Speed"), b"\xc4\x00\x01\x00\x2a\x00\x00\x00")
+    set_attr = request(0x10, b"\x20\xf5\x24\x01\x30\x05", bytes(22))
+    truncated = request(0x0A, b"\x20\x02\x24\x01", b"\x05\x00")
+    message = multiple(write, GAA_IDENTITY, set_attr, truncated)
+    first = run(d, to_device(unit(message, 21)))
+    assert len(d._parsed) == 1
+    config = next(details for _, kind, details in first.events if kind == "config_write")
+    config["changed"] = "by a consumer of the first copy"
+    again = run(d, to_device(unit(message, 22)))
+    assert len(d._parsed) == 1  # remembered, not parsed again
+    assert again.events == [
+        ("src", "config_write", {"service": "set_attribute_single", "object_class": 0xF5,
+                                 "instance": 1, "attribute": 5}),
+        ("src", "register_write", {"services": ["write_tag"], "tags": ["Speed"], "items": 1})]
+    assert again.signals == first.signals
+    assert {s[2]["code"] for s in again.signals} == {0x01, 0x10, 0x4D}
+    assert again.errors == first.errors != []  # the truncated inner Multiple Service Packet
+    reply = b"\x8a\x00\x00\x00" + services(b"\xcd\x00\x00\x00", b"\x81\x00\x00\x00" + identity(),
+                                           b"\x90\x00\x00\x00", b"\x8a\x00\x00\x00")
+    assert run(d, from_device(unit(reply, 22))).facts == identity_facts(0.8)
+
+
 def test_identity_inside_a_multiple_service_reply() -> None:
     d = EtherNetIP()
     run(d, to_device(unit(multiple(request(0x4C, symbol(b"Temp"), b"\x01\x00"), GAA_IDENTITY), 11)))

@@ -133,6 +133,15 @@ class Evidence:
             raise ValueError(f"unknown signal type {kind!r} (see dissect.base.SIGNAL_TYPES)")
         self.signals.append((about, kind, details))
 
+    def replay(self, other: Evidence) -> None:
+        """Report again what `other` recorded (a dissector's remembered answer to a message
+        it has parsed before); event and signal details are copied, not shared."""
+        self.facts.extend(other.facts)
+        self.mac_facts.extend(other.mac_facts)
+        self.events.extend((about, kind, dict(details)) for about, kind, details in other.events)
+        self.errors.extend(other.errors)
+        self.signals.extend((about, kind, dict(details)) for about, kind, details in other.signals)
+
     def clear(self) -> None:
         self.facts.clear()
         self.mac_facts.clear()

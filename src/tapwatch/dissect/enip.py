@@ -32,6 +32,8 @@ MAX_DEPTH = 3  # nesting of Unconnected Send / Multiple Service Packet
 MAX_SEGMENTS = 32  # path segments
 MAX_PENDING = 8192  # remembered requests
 MAX_TAGS = 64  # tag names listed in one register_write event
+MAX_PARSED = 1024  # CIP requests remembered parsed…
+PARSED_BYTES = 1024  # …when no longer than this
 
 # encapsulation commands
 NOP, LIST_SERVICES, LIST_IDENTITY, LIST_INTERFACES = 0x0000, 0x0004, 0x0063, 0x0064
@@ -219,6 +221,7 @@ class EtherNetIP(Dissector):
     def __init__(self) -> None:
         # (originator ip, port, target ip, port, sender context or sequence count) -> request
         self._pending: dict[tuple[str, int, str, int, bytes | int], Request] = {}
+        self._parsed: dict[bytes, tuple[Request | None, set[int], list[tuple[str, str]], Evidence]] = {}
 
     # ------------------------------------------------------------------ encapsulation
 
@@ -297,8 +300,8 @@ class EtherNetIP(Dissector):
             key = (pkt.dst_ip, pkt.dport, pkt.src_ip, pkt.sport, key_part)
             self._reply(cip, self._pending.get(key), 0, out)
         else:
-            writes: list[tuple[str, str]] = []
-            req = self._request(cip, 0, out, writes)
+            req, services, writes = self._parsed_request(cip, out)
+            self._services |= services
             if writes:  # one event per message, however many tags it writes
                 out.event("register_write", services=list(dict.fromkeys(s for s, _ in writes)),
                           tags=[t for _, t in writes[:MAX_TAGS]], items=len(writes))
@@ -311,6 +314,26 @@ class EtherNetIP(Dissector):
                 self._pending.pop(key, None)
 
     # ------------------------------------------------------------------ CIP requests
+
+    def _parsed_request(self, cip: bytes, out: Evidence) -> tuple[Request | None, set[int],
+                                                                   list[tuple[str, str]]]:
+        """The request, its services and tag writes, its evidence reported to `out`. A client
+        sends the same reads in every session and every poll: each distinct message is parsed
+        once and its evidence replayed (Request objects are never changed once parsed)."""
+        known = self._parsed.get(cip)
+        if known is None:
+            outer, self._services = self._services, set()
+            heard, writes = Evidence(), list[tuple[str, str]]()
+            req = self._request(cip, 0, heard, writes)
+            known = (req, self._services, writes, heard)
+            self._services = outer
+            if len(cip) <= PARSED_BYTES:
+                if len(self._parsed) >= MAX_PARSED:
+                    self._parsed.clear()
+                self._parsed[cip] = known
+        req, services, writes, heard = known
+        out.replay(heard)
+        return req, services, writes
 
     def _request(self, cip: bytes, depth: int, out: Evidence,
                  writes: list[tuple[str, str]]) -> Request | None:

@@ -23,6 +23,7 @@ from tapwatch.dissect import Dissector, Evidence, Packet, dissectors
 TRANSPORT = {6: "tcp", 17: "udp"}
 # protocol errors that say a length disagrees (detection tells them from other damage)
 LENGTH_WORDS = re.compile(r"length|shorter|longer|truncated|cut short|beyond|too short|too long")
+CANDIDATE_KEYS = 4096  # (transport, ports) whose dissectors are remembered
 _PACKET_COLUMNS = ("pkt", "ts", "smac", "dmac", "shi", "slo", "dhi", "dlo", "ipproto", "sport",
                    "dport", "tcpflags", "ttl", "ethertype", "l3id", "l4id", "appid", "pay_off",
                    "pay_len", "l3_off", "flags")
@@ -34,6 +35,21 @@ class FactStat:
     last_ns: int
     count: int
     confidence: float
+
+
+def _count_fact(facts: dict[tuple[str, str, str, str, str], FactStat], key: tuple[str, str, str, str, str],
+                ts: int, confidence: float) -> None:
+    st = facts.get(key)
+    if st is None:
+        facts[key] = FactStat(ts, ts, 1, confidence)
+        return
+    if ts < st.first_ns:
+        st.first_ns = ts
+    if ts > st.last_ns:
+        st.last_ns = ts
+    st.count += 1
+    if confidence > st.confidence:
+        st.confidence = confidence
 
 
 @dataclass
@@ -103,6 +119,7 @@ class DissectStage:
         self.results = DissectResults()
         self._macs: dict[int, str] = {}
         self._ips: dict[tuple[int, int], str] = {}
+        self._by_key: dict[tuple[int, int, int], list[Dissector]] = {}  # see _candidates
         self._evidence = Evidence()
 
     def _novelty_masks(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -171,17 +188,26 @@ class DissectStage:
 
     def _candidates(self, proto: int, sport: int, dport: int, ethertype: int, l3id: int,
                     tcp_flags: int, payload: bytes) -> list[Dissector]:
+        key = (proto, sport, dport) if proto == 6 or proto == 17 else (proto, ethertype, l3id)
+        found = self._by_key.get(key)
+        if found is None:
+            if len(self._by_key) >= CANDIDATE_KEYS:
+                self._by_key.clear()
+            if proto == 6:
+                found = self.by_tcp.get(dport, []) + self.by_tcp.get(sport, [])
+            elif proto == 17:
+                found = self.by_udp.get(dport, []) + self.by_udp.get(sport, [])
+            else:
+                found = self.by_eth.get(ethertype, []) + self.by_proto.get(l3id, [])
+            found = self._by_key[key] = list(dict.fromkeys(found))
         if proto == 6:
-            found = self.by_tcp.get(dport, []) + self.by_tcp.get(sport, [])
             if payload:  # a recognisable message start wins even on another protocol's port
-                found = found + self.by_prefix.get(payload[:4], [])
+                extra = self.by_prefix.get(payload[:4])
+                if extra:
+                    found = list(dict.fromkeys(found + extra))
             elif tcp_flags & 0x02:
                 found = self.syn  # a SYN or SYN-ACK: only header fingerprints apply
-        elif proto == 17:
-            found = self.by_udp.get(dport, []) + self.by_udp.get(sport, [])
-        else:
-            found = self.by_eth.get(ethertype, []) + self.by_proto.get(l3id, [])
-        return found if len(found) < 2 else list(dict.fromkeys(found))
+        return found
 
     def _dissect_rows(self, chunk: Chunk, rows: Rows, idx: np.ndarray, hashes: list[int]) -> None:
         """Dissect the selected rows; their columns are gathered once, as Python tuples."""
@@ -191,20 +217,23 @@ class DissectStage:
         buf = chunk.buf
         first = chunk.first_number
         ev = self._evidence
+        macs, ips, names = self._macs, self._ips, protocols.NAMES
+        candidates_of = self._candidates
         selected = zip(zip(*columns, strict=True), frame_end, hashes, strict=True)
+        dissected = 0
         for (number, ts, smac, dmac, shi, slo, dhi, dlo, proto, sport, dport, tcp_flags, ttl, ethertype,
              l3id, l4id, appid, po, pl, l3o, flags), end, payload_hash in selected:
             payload = buf[po : po + pl].tobytes() if po >= 0 else b""
-            candidates = self._candidates(proto, sport, dport, ethertype, l3id, tcp_flags, payload)
+            candidates = candidates_of(proto, sport, dport, ethertype, l3id, tcp_flags, payload)
             if not candidates:
                 continue
-            src = (self._mac(smac), self._ip(shi, slo))
-            dst = (self._mac(dmac), self._ip(dhi, dlo))
+            src = (macs.get(smac) or self._mac(smac), ips.get((shi, slo)) or self._ip(shi, slo))
+            dst = (macs.get(dmac) or self._mac(dmac), ips.get((dhi, dlo)) or self._ip(dhi, dlo))
             pkt = Packet(first + number, ts, src[0], dst[0], src[1], dst[1], TRANSPORT.get(proto, ""),
-                         sport, dport, tcp_flags, ttl, ethertype, protocols.NAMES[appid or l4id or l3id],
+                         sport, dport, tcp_flags, ttl, ethertype, names[appid or l4id or l3id],
                          payload, buf[l3o:end].tobytes() if l3o >= 0 else b"")
             receiver = None if flags & F_DST_GROUP else dst
-            self.results.packets += 1
+            dissected += 1
             for d in candidates:
                 try:
                     d.dissect(pkt, ev)
@@ -213,24 +242,20 @@ class DissectStage:
                 if ev.facts or ev.mac_facts or ev.events or ev.errors or ev.signals:
                     self._fold(d.name, pkt, src, receiver, ev, payload_hash)
                     ev.clear()
+        self.results.packets += dissected
 
     def _fold(self, source: str, pkt: Packet, src: tuple[str, str], dst: tuple[str, str] | None,
               ev: Evidence, payload_hash: int) -> None:
         res = self.results
-        facts = [(src if about == "src" else dst, a, v, c) for about, a, v, c in ev.facts]
-        facts += [((mac, ""), a, v, c) for mac, a, v, c in ev.mac_facts]
-        for who, attribute, value, confidence in facts:
-            if who is None or not (who[0] or who[1]):
-                continue
-            key = (who[0], who[1], attribute, value, source)
-            st = res.facts.get(key)
-            if st is None:
-                res.facts[key] = FactStat(pkt.ts_ns, pkt.ts_ns, 1, confidence)
-            else:
-                st.first_ns = min(st.first_ns, pkt.ts_ns)
-                st.last_ns = max(st.last_ns, pkt.ts_ns)
-                st.count += 1
-                st.confidence = max(st.confidence, confidence)
+        ts = pkt.ts_ns
+        facts = res.facts
+        for about, attribute, value, confidence in ev.facts:
+            who = src if about == "src" else dst
+            if who is not None and (who[0] or who[1]):
+                _count_fact(facts, (who[0], who[1], attribute, value, source), ts, confidence)
+        for mac, attribute, value, confidence in ev.mac_facts:
+            if mac:
+                _count_fact(facts, (mac, "", attribute, value, source), ts, confidence)
         kinds = ((res.events, ev.events), (res.signals, ev.signals)) if self.keep_signals \
             else ((res.events, ev.events),)
         for records, happenings in kinds:
