@@ -85,27 +85,31 @@ def _mac_only_targets(session: Session, macs: set[str]) -> dict[str, str]:
 
 def _of_devices(session: Session, model: type[Fact] | type[ProtocolError],
                 device_ids: Iterable[int]) -> dict[int, list[Any]]:
-    """Rows of an address-keyed table (facts, protocol errors) per device owning the address."""
+    """Rows of an address-keyed table (facts, protocol errors) per device owning the address,
+    as read-only rows with the model's attributes (no ORM object per row: a large capture's
+    devices have thousands of facts)."""
     out: dict[int, list[Any]] = defaultdict(list)
+    table = model.__table__
     for part in chunks(sorted(set(device_ids))):
-        q = (select(Address.device_id, model)
-             .join(model, (model.mac == Address.mac) & (model.ip == Address.ip))
+        q = (select(Address.device_id.label("owner_id"), *table.columns)
+             .join(table, (table.c.mac == Address.mac) & (table.c.ip == Address.ip))
              .where(Address.device_id.in_(part)))
-        for device_id, row in session.execute(q):
-            if device_id is not None:
-                out[device_id].append(row)
+        for row in session.execute(q):
+            if row.owner_id is not None:
+                out[row.owner_id].append(row)
     return out
 
 
-def facts_of_devices(session: Session, device_ids: Iterable[int]) -> dict[int, list[Fact]]:
-    """Every fact of every address of the given devices, best first per attribute."""
+def facts_of_devices(session: Session, device_ids: Iterable[int]) -> dict[int, list[Any]]:
+    """Every fact of every address of the given devices (rows with Fact's attributes), best
+    first per attribute."""
     out = _of_devices(session, Fact, device_ids)
     for facts in out.values():
         facts.sort(key=lambda f: (f.attribute, -f.confidence, -f.count, f.value))
     return out
 
 
-def errors_of_devices(session: Session, device_ids: Iterable[int]) -> dict[int, list[ProtocolError]]:
+def errors_of_devices(session: Session, device_ids: Iterable[int]) -> dict[int, list[Any]]:
     return _of_devices(session, ProtocolError, device_ids)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 
-from sqlalchemy import func, select
+from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from tapwatch.identify import FactView, Identity, identify, taxonomy
@@ -74,13 +74,24 @@ EDITABLE = ("name", "vendor", "type", "model", "os", "firmware", "purdue_level")
 
 def apply_overrides(device: Device) -> None:
     """Put back what a person set on the device (identification only proposes)."""
-    for field, value in (device.overrides or {}).items():
+    row = {name: getattr(device, name) for name in ("device_class", "purdue_level", *EDITABLE)}
+    apply_overrides_to(row, device.overrides)
+    for name, value in row.items():
+        if getattr(device, name) != value:
+            setattr(device, name, value)
+
+
+def apply_overrides_to(row: dict[str, object], overrides: dict[str, object] | None) -> None:
+    """Put back, in a device's identity values, what a person set (identification only
+    proposes): the edited fields, and the class and level that follow from an edited type."""
+    for field, value in (overrides or {}).items():
         if field in EDITABLE:
-            setattr(device, field, value)
-    if "type" in (device.overrides or {}):
-        device.device_class = taxonomy.class_of(device.type)
-        if "purdue_level" not in device.overrides:
-            device.purdue_level = taxonomy.purdue_level(device.type)
+            row[field] = value
+    if overrides and "type" in overrides:
+        kind = row["type"] if isinstance(row["type"], str) else None
+        row["device_class"] = taxonomy.class_of(kind)
+        if "purdue_level" not in overrides:
+            row["purdue_level"] = taxonomy.purdue_level(kind)
 
 
 def _fingerprint_only(ident: Identity) -> bool:
@@ -102,30 +113,52 @@ def _latest(facts: list[Fact], attribute: str) -> str | None:
     return max(found, key=lambda f: f.last_seen).value if found else None
 
 
+DEVICES: Table = Device.__table__  # type: ignore[assignment]
+# what identification decides about a device (the rest of its row is traffic and people's)
+IDENTITY_COLUMNS = ("name", "vendor", "type", "device_class", "model", "os", "firmware",
+                    "purdue_level", "serial", "module", "rack_slot", "plc_mode")
+
+
 def refresh_identity(session: Session, device_ids: Iterable[int]) -> None:
-    """Recompute the shown identity of these devices from all their facts and behaviour."""
+    """Recompute the shown identity of these devices from all their facts and behaviour.
+
+    Devices are read and written as plain rows, one UPDATE statement for all that changed
+    (an ORM object per device and an UPDATE per device cost more than identifying them);
+    Device objects the session already holds are expired so that they read the new values.
+    """
     ids = sorted(set(device_ids))
+    session.flush()
     by_device = facts_of_devices(session, ids)
     served, implied = behaviour(session, ids)
+    table = DEVICES
+    columns = [table.c[name] for name in IDENTITY_COLUMNS]
+    changed: list[dict[str, object]] = []
     for part in chunks(ids):
-        for device in session.scalars(select(Device).where(Device.id.in_(part))):
+        q = select(table.c.id, table.c.mac, table.c.protocols, table.c.is_gateway,
+                   table.c.overrides, *columns).where(table.c.id.in_(part))
+        for device_id, mac, protocols, is_gateway, overrides, *current in session.execute(q):
+            facts = by_device.get(device_id, [])
             views = [FactView(f.attribute, f.value, f.source, f.confidence, f.count)
-                     for f in by_device.get(device.id, [])] + implied.get(device.id, [])
-            if device.is_gateway:  # it routes for addresses behind it
+                     for f in facts] + implied.get(device_id, [])
+            if is_gateway:  # it routes for addresses behind it
                 views.append(GATEWAY_FACT)
-            ident = identify(device.mac, views, device.protocols,
-                             served=sorted(served.get(device.id, ())))
-            device.name = ident.name
-            device.vendor = ident.vendor
-            device.type = ident.type
-            device.device_class = ident.device_class
-            device.model = ident.model
-            device.os = None if _fingerprint_only(ident) else ident.os
-            device.firmware = ident.firmware
-            device.purdue_level = taxonomy.purdue_level(ident.type)
-            facts = by_device.get(device.id, [])
-            device.serial = _best(facts, "serial")
-            device.module = _best(facts, "module") or _best(facts, "order_number")
-            device.rack_slot = _best(facts, "rack_slot")
-            device.plc_mode = _latest(facts, "plc_mode")
-            apply_overrides(device)
+            ident = identify(mac, views, protocols or [], served=sorted(served.get(device_id, ())))
+            row: dict[str, object] = {
+                "name": ident.name, "vendor": ident.vendor, "type": ident.type,
+                "device_class": ident.device_class, "model": ident.model,
+                "os": None if _fingerprint_only(ident) else ident.os, "firmware": ident.firmware,
+                "purdue_level": taxonomy.purdue_level(ident.type),
+                "serial": _best(facts, "serial"),
+                "module": _best(facts, "module") or _best(facts, "order_number"),
+                "rack_slot": _best(facts, "rack_slot"), "plc_mode": _latest(facts, "plc_mode"),
+            }
+            apply_overrides_to(row, overrides)
+            if [row[name] for name in IDENTITY_COLUMNS] != current:
+                row["b_id"] = device_id
+                changed.append(row)
+    if changed:
+        session.execute(update(table).where(table.c.id == bindparam("b_id")), changed)
+        updated = {row["b_id"] for row in changed}
+        for obj in list(session.identity_map.values()):
+            if isinstance(obj, Device) and obj.id in updated:
+                session.expire(obj, list(IDENTITY_COLUMNS))
