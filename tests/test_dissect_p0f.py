@@ -236,6 +236,37 @@ def test_syn_ack_uses_the_mss_of_its_syn(rules: P0f) -> None:
                               "p0f_os": ("Resp peer", 0.5)}
 
 
+def test_remembered_fingerprints_report_what_a_fresh_match_reports(real: P0f) -> None:
+    """The dissector remembers the text and match of each fingerprint: across hosts, ports,
+    timestamps, payloads and peers' MSS it must say what matching afresh says."""
+    rng = random.Random(11)
+    stacks = [LINUX_OPTIONS, mss(1460) + NOP + ws(8) + NOP + NOP + SOK, mss(1460) + NOP + NOP + SOK,
+              mss(1400) + SOK + ts(0) + NOP + ws(7)]
+    remembering = P0f(SHARED_DB)
+    packets = []
+    for _ in range(200):
+        options = rng.choice(stacks)
+        if b"\x08\x0a" in options and rng.random() < 0.5:  # another timestamp value
+            options = options.replace(ts(12345), ts(rng.randrange(1, 1 << 32)))
+        flags = rng.choice([SYN, SYN | ACK])
+        tcp = tcp_header(options, flags=flags, win=rng.choice([29200, 2800, 65535, 8192]),
+                         ack=2 if flags & ACK else 0)
+        l3 = ipv4(tcp, ttl=rng.choice([64, 60, 128]), payload=rng.choice([b"", b"GET"]))
+        client, server = f"10.0.0.{rng.randrange(1, 6)}", f"10.0.1.{rng.randrange(1, 6)}"
+        port = rng.randrange(40000, 40004)
+        if flags & ACK:
+            packets.append(syn_packet(l3, flags, src_ip=server, dst_ip=client, sport=443, dport=port))
+        else:
+            packets.append(syn_packet(l3, flags, src_ip=client, dst_ip=server, sport=port, dport=443))
+    fresh_mss: dict[tuple[str, int, str, int], int] = {}
+    for pkt in packets:
+        fresh = P0f(SHARED_DB)
+        fresh._syn_mss = dict(fresh_mss)  # the same flow memory, no remembered matches
+        assert run(remembering, pkt) == run(fresh, pkt)
+        fresh_mss = fresh._syn_mss
+    assert len(remembering._matched) < len(packets)  # fingerprints were indeed remembered
+
+
 def test_without_a_database_nothing_is_reported(tmp_path: Path) -> None:
     d = P0f(tmp_path / "missing.fp")
     assert d.db is None

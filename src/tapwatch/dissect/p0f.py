@@ -25,6 +25,7 @@ MIN_TCP4, MIN_TCP6 = 40, 60  # IPv4/IPv6 header plus a bare TCP header
 SPECIAL_MSS = 1331  # p0f-sendsyn's MSS, echoed by some SYN+ACKs: printed as "*"
 MAX_SIGNATURES = 5000
 MAX_FLOWS = 4096  # SYN MSS remembered per flow, for the SYN+ACK's window
+MAX_FINGERPRINTS = 4096  # signature texts and matches remembered per distinct fingerprint
 
 # TCP flags
 FIN, SYN, RST, PSH, ACK, URG, ECE, CWR = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40, 0x80
@@ -463,6 +464,7 @@ class P0f(Dissector):
         self.db = database(path if path is not None else DEFAULT_DATABASE)
         # (client ip, client port, server ip, server port) -> the MSS of the client's SYN
         self._syn_mss: dict[tuple[str, int, str, int], int] = {}
+        self._matched: dict[tuple[object, ...], tuple[str, Signature | None, bool]] = {}
 
     def dissect(self, pkt: Packet, out: Evidence) -> None:
         if self.db is None or pkt.transport != "tcp" or not pkt.tcp_flags & SYN:
@@ -473,8 +475,18 @@ class P0f(Dissector):
         syn_mss = 0
         if obs.synack:
             syn_mss = self._syn_mss.pop((pkt.dst_ip, pkt.dport, pkt.src_ip, pkt.sport), 0)
-        out.fact("p0f_signature", signature_text(obs, syn_mss), confidence=0.8)
-        sig, fuzzy = find_match(obs, self.db, syn_mss)
+        # what the text and the match depend on (the timestamp and payload only as present
+        # or not): many hosts share a stack, and one host opens many connections
+        key = (obs.ver, obs.ttl, obs.olen, obs.mss, obs.win, obs.wscale, obs.layout, obs.eol_pad,
+               obs.quirks, obs.pay_len > 0, obs.tot_hdr, obs.ts1 != 0, obs.synack, syn_mss)
+        known = self._matched.get(key)
+        if known is None:
+            if len(self._matched) >= MAX_FINGERPRINTS:
+                self._matched.clear()
+            known = self._matched[key] = (signature_text(obs, syn_mss),
+                                          *find_match(obs, self.db, syn_mss))
+        text, sig, fuzzy = known
+        out.fact("p0f_signature", text, confidence=0.8)
         if sig is not None and sig.os_class != "!":
             confidence = 0.25 if fuzzy else 0.35 if sig.generic else 0.5
             out.fact("p0f_os", sig.label, confidence=confidence)
