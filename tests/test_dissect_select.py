@@ -18,10 +18,15 @@ from tapwatch.dissect.stage import DissectResults, DissectStage
 CAPTURES = Path(__file__).resolve().parents[2] / "shared" / "captures"
 
 
-def run(path: Path, seen_slots: int, in_decoder: bool = True) -> tuple[DissectResults, int]:
+def run(path: Path, seen_slots: int, in_decoder: bool = True,
+        whole_payloads: bool = False) -> tuple[DissectResults, int]:
     """All dissectors over a capture with a seen set of `seen_slots`, rows picked by the
-    decoder (or afterwards, by the stage); also how often the set was cleared."""
+    decoder (or afterwards, by the stage); also how often the set was cleared. With
+    `whole_payloads`, no byte is left out of a payload's identity (no novelty_ignore)."""
     stage = DissectStage()
+    if whole_payloads:
+        stage.picker.tables[6][:] = -1  # the per-port mask rows of TCP and UDP
+        stage.picker.tables[7][:] = -1
     stage.seen = np.zeros((seen_slots, sel.SEEN_COLUMNS), dtype=np.int64)
     clears = 0
     finish = stage.finish
@@ -79,3 +84,54 @@ def test_the_decoder_picks_the_rows_the_stage_would(name: str) -> None:
     assert fused.packets == after.packets > 0
     assert fused.facts == after.facts
     assert operations(fused) == operations(after)
+
+
+@pytest.mark.parametrize("name", ["iti-ics-tools__modbus_test_data_part1.pcap", "iti-ics-tools__ModbusTCP.pcap",
+                                  "zeek__modbus-and-non-modbus-p502.pcap", "ndpi__umas.pcap",
+                                  "iti-ics-tools__EthernetIP-CIP.pcap", "icsnpp-s7comm__s7comm_plus.pcap"])
+def test_bytes_left_out_of_identities_lose_nothing(name: str) -> None:
+    """Transaction ids, pipelined ADUs' ids and read values are left out of a payload's
+    identity: the payloads folded that way must have said nothing else."""
+    masked, _ = run(CAPTURES / name, sel.SEEN_SLOTS)
+    whole, _ = run(CAPTURES / name, sel.SEEN_SLOTS, whole_payloads=True)
+    assert set(masked.facts) == set(whole.facts)
+    assert operations(masked) == operations(whole)
+    assert masked.errors.keys() == whole.errors.keys()
+    assert masked.packets <= whole.packets
+
+
+def test_pipelined_modbus_polls_and_read_values_fold() -> None:
+    """A poll of several ADUs per segment with new transaction ids, and its answers with new
+    register values, are dissected once; a write among them is not folded away."""
+    stage = DissectStage()
+    modbus = next(d for d in stage.dissectors if d.name == "modbus")
+    spec = stage.picker.tables[8][stage.picker.tables[6][502]]
+
+    def identity(payload: bytes) -> int:
+        buf = np.frombuffer(payload + bytes(64), dtype=np.uint8)
+        keep = np.full(sel.MASKED_WORDS, -1, dtype=np.int64)
+        sel._blank.py_func(spec.reshape(1, -1), 0, buf, 0, len(payload), keep)
+        words = [int.from_bytes(payload[i:i + 8].ljust(8, b"\0"), "little", signed=True)
+                 for i in range(0, 64, 8)]
+        return hash(tuple(w & k for w, k in zip(words, keep.tolist(), strict=True)))
+
+    def adu(tid: int, pdu: bytes, unit: int = 1) -> bytes:
+        return tid.to_bytes(2, "big") + b"\0\0" + (len(pdu) + 1).to_bytes(2, "big") + bytes([unit]) + pdu
+
+    poll = [b"\x03\x00\x10\x00\x02", b"\x04\x00\x20\x00\x01", b"\x01\x00\x00\x00\x08"]
+    assert identity(b"".join(adu(t, p) for t, p in zip((1, 2, 3), poll, strict=True))) == \
+        identity(b"".join(adu(t, p) for t, p in zip((7, 8, 9), poll, strict=True)))
+    answers = (b"\x03\x04\x00\x01\x00\x02", b"\x03\x04\x12\x34\x56\x78")
+    assert identity(adu(1, answers[0])) == identity(adu(2, answers[1]))
+    write = b"\x06\x00\x10\x00\x05"
+    assert identity(adu(1, write)) != identity(adu(1, b"\x06\x00\x10\x00\x06"))
+    assert identity(adu(1, poll[0]) + adu(2, write)) != \
+        identity(adu(1, poll[0]) + adu(2, b"\x06\x00\x10\x00\x06"))
+    # another unit, another byte count, an exception: all new
+    assert identity(adu(1, answers[0])) != identity(adu(1, answers[0], unit=2))
+    assert identity(adu(1, answers[0])) != identity(adu(1, b"\x03\x02\x00\x01" + b"\0\0"))
+    assert identity(adu(1, b"\x83\x02")) != identity(adu(1, b"\x83\x03"))
+    # bytes that are not Modbus framing are not masked beyond the first range
+    junk = b"\x00\x01\x12\x34\x00\x06\x01\x03\x04\x00\x01\x00\x02"
+    assert identity(junk) != identity(junk[:9] + b"\x09" + junk[10:])
+    assert modbus.novelty_frames == (4, 6, 2)

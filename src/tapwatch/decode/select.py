@@ -22,9 +22,14 @@ SEEN_SLOTS = 1 << 17
 FLOW_SLOTS = 1 << 16
 TCP_SEGMENTS_PER_DIRECTION = 4
 HASH_BYTES = 1024  # a payload's identity: its length, first 1024 bytes and last 8 bytes
-MAX_IGNORED = 4  # byte ranges a dissector may exclude from that identity…
+MAX_IGNORED = 6  # byte ranges a dissector may exclude from that identity…
 MASKED_BYTES = 64  # …within the first bytes of the payload
 MASKED_WORDS = MASKED_BYTES // 8
+# a row of the masks table: MAX_IGNORED ranges (offset, length, at, value), then the framing
+# of messages several of which may share a segment (offset of their big-endian 16-bit
+# length, bytes beyond that length, offset of a 16-bit field that is zero; -1: none)
+FRAME = 4 * MAX_IGNORED
+MASK_COLUMNS = FRAME + 3
 PICK_BATCH = 256  # rows the decoder writes before it picks from them (still in cache)
 # the Rows columns pick_rows reads, in the order of its `columns` tuple
 PICK_COLUMNS = ("ipproto", "sport", "dport", "tcpflags", "ethertype", "l3", "l3id", "pay_off",
@@ -190,6 +195,47 @@ def _payload_hash(words64, buf, po, pl, keep):
     return _mix(_mix(_mix(a, b), c), d)
 
 
+@njit(cache=True, inline="always")
+def _low_bytes(n):
+    """A word's mask of its first n bytes, 0 <= n <= 8 (never a shift by 64)."""
+    return ((np.int64(1) << (4 * n)) << (4 * n)) - 1
+
+
+@njit(cache=True, inline="always")
+def _blank(masks, row, buf, po, pl, keep):
+    """Set `keep` to leave out the ranges of masks[row] from the first MASKED_BYTES of the
+    payload: once, or in each framed message that starts there."""
+    for k in range(MASKED_WORDS):
+        keep[k] = -1
+    size_at, extra, zero_at = masks[row, FRAME], masks[row, FRAME + 1], masks[row, FRAME + 2]
+    start = 0
+    for _ in range(MASKED_BYTES):
+        end = pl
+        if size_at >= 0:
+            if start + size_at + 2 > pl or (zero_at >= 0 and (
+                    start + zero_at + 2 > pl or buf[po + start + zero_at] != 0
+                    or buf[po + start + zero_at + 1] != 0)):
+                return  # not (or no longer) a message: the rest counts as it is
+            end = start + ((np.int64(buf[po + start + size_at]) << 8)
+                           | buf[po + start + size_at + 1]) + extra
+        stop = min(end, pl)
+        for r in range(MAX_IGNORED):
+            at = masks[row, 4 * r + 2]  # a range may apply only when a byte says so
+            if at >= 0 and (start + at >= stop or buf[po + start + at] != masks[row, 4 * r + 3]):
+                continue
+            a = start + masks[row, 4 * r]
+            b = stop if masks[row, 4 * r + 1] < 0 else min(a + masks[row, 4 * r + 1], stop)
+            b = min(b, MASKED_BYTES)
+            if a < b:
+                for k in range(a >> 3, ((b - 1) >> 3) + 1):
+                    lo = max(a - 8 * k, 0)
+                    hi = min(b - 8 * k, 8)
+                    keep[k] &= ~(_low_bytes(hi) ^ _low_bytes(lo))
+        if size_at < 0 or end <= start or end >= min(pl, MASKED_BYTES):
+            return
+        start = end
+
+
 @njit(cache=True)
 def wanted(start, n, m, buf, words64, ipproto, sport, dport, tcpflags, ethertype, l3, l3id,
            pay_off, pay_len, l3_off, shi, slo, dhi, dlo, tcp_int, tcp_all, udp_int, eth_int,
@@ -260,21 +306,9 @@ def identities(c0, c, rows, buf, words64, ipproto, sport, dport, pay_off, pay_le
                 mask = tcp_mask[dport[i]] if tcp_mask[dport[i]] >= 0 else tcp_mask[sport[i]]
             elif proto == 17:
                 mask = udp_mask[dport[i]] if udp_mask[dport[i]] >= 0 else udp_mask[sport[i]]
-            masked = False
             if mask >= 0:  # blank what changes in every message (transaction ids, sequences)
-                for r in range(MAX_IGNORED):
-                    at = masks[mask, 4 * r + 2]  # a range may apply only when a byte says so
-                    if at >= 0 and (at >= pl or buf[po + at] != masks[mask, 4 * r + 3]):
-                        continue
-                    a = masks[mask, 4 * r]
-                    b = min(a + masks[mask, 4 * r + 1], MASKED_BYTES)
-                    if not masked:
-                        for k in range(MASKED_WORDS):
-                            keep[k] = -1
-                        masked = True
-                    for k in range(a, b):
-                        keep[k >> 3] &= ~(np.int64(0xFF) << ((k & 7) * 8))
-            h = _mix(h, _payload_hash(words64, buf, po, pl, keep if masked else no_mask))
+                _blank(masks, mask, buf, po, pl, keep)
+            h = _mix(h, _payload_hash(words64, buf, po, pl, keep if mask >= 0 else no_mask))
         rows[m] = i
         out_hash[m] = h if h != 0 else 1
         m += 1
@@ -348,7 +382,7 @@ def idle_args() -> tuple:  # type: ignore[type-arg]
     nothing = np.zeros(65536, dtype=np.bool_)
     no_mask = np.full(65536, -1, dtype=np.int64)
     idle = Picker(nothing, nothing, nothing, nothing, np.zeros(256, dtype=np.bool_), False,
-                  prefix_set([]), no_mask, no_mask, np.zeros((1, 4 * MAX_IGNORED), dtype=np.int64))
+                  prefix_set([]), no_mask, no_mask, np.zeros((1, MASK_COLUMNS), dtype=np.int64))
     return idle.start(np.zeros(8, dtype=np.uint8), 0)
 
 

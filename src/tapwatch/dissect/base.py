@@ -165,8 +165,13 @@ class Dissector:
     # payload byte ranges (offset, length) that change in every message without saying
     # anything new (transaction ids, sequence numbers): ignored when the selector decides
     # whether a payload was seen before, so a repeated poll is dissected once; a range
-    # (offset, length, at, value) applies only when payload[at] == value
+    # (offset, length, at, value) applies only when payload[at] == value, and a length of
+    # -1 runs to the end of the message (up to 6 ranges, within the first 64 bytes)
     novelty_ignore: ClassVar[tuple[tuple[int, ...], ...]] = ()
+    # when one segment may carry several messages: (offset of each message's big-endian
+    # 16-bit length, bytes it has beyond that length, offset of a 16-bit field that is zero
+    # in every message or -1); the novelty_ignore ranges then apply to each message
+    novelty_frames: ClassVar[tuple[int, int, int] | None] = None
     # heuristic: TCP payloads on any port that start with one of these 4-byte prefixes
     tcp_prefixes: ClassVar[frozenset[bytes]] = frozenset()
 

@@ -112,7 +112,11 @@ class Modbus(Dissector):
     name = "modbus"
     tcp_ports = frozenset({PORT})
     tcp_all_segments = True
-    novelty_ignore = ((0, 2),)  # the MBAP transaction id changes with every poll
+    # the MBAP transaction id changes with every poll, and so do the values of a read (the
+    # addresses and counts of a read request say nothing the dissector reports either);
+    # clients pipeline requests, several ADUs to a segment
+    novelty_ignore = ((0, 2), *((9, -1, 7, code) for code in (1, 2, 3, 4)))
+    novelty_frames = (4, 6, 2)  # MBAP length (bytes after it), protocol id 0
 
     def __init__(self) -> None:
         # UMAS answers do not repeat the request's code: (client, port, server, tid) -> code

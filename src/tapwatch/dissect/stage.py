@@ -123,18 +123,21 @@ class DissectStage:
         self._evidence = Evidence()
 
     def _novelty_masks(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per-port index into a table of (offset, length) ranges the selector ignores."""
+        """Per-port index into the table of what the selector leaves out of a payload's
+        identity (select.MASK_COLUMNS: the ranges, then the framing of messages)."""
         tcp = np.full(65536, -1, dtype=np.int64)
         udp = np.full(65536, -1, dtype=np.int64)
         unused = [0, 0, -1, 0]
-        rows = [unused * sel.MAX_IGNORED]
+        rows = [unused * sel.MAX_IGNORED + [-1, 0, -1]]
         for d in self.dissectors:
             if not d.novelty_ignore:
                 continue
+            if len(d.novelty_ignore) > sel.MAX_IGNORED:
+                raise ValueError(f"{d.name}: more than {sel.MAX_IGNORED} novelty_ignore ranges")
             # (offset, length[, only when the byte at this offset, equals this value])
-            flat = [x for rng in d.novelty_ignore[: sel.MAX_IGNORED]
-                    for x in (tuple(rng) + (-1, 0))[:4]]
-            rows.append(flat + unused * (sel.MAX_IGNORED - len(flat) // 4))
+            flat = [x for rng in d.novelty_ignore for x in (tuple(rng) + (-1, 0))[:4]]
+            rows.append(flat + unused * (sel.MAX_IGNORED - len(d.novelty_ignore))
+                        + list(d.novelty_frames or (-1, 0, -1)))
             for p in d.tcp_ports:
                 tcp[p] = len(rows) - 1
             for p in d.udp_ports:
