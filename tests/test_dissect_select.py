@@ -86,10 +86,12 @@ def test_the_decoder_picks_the_rows_the_stage_would(name: str) -> None:
     assert operations(fused) == operations(after)
 
 
-@pytest.mark.parametrize("name", ["iti-ics-tools__modbus_test_data_part1.pcap",
-                                  "iti-ics-tools__ModbusTCP.pcap", "zeek__modbus-and-non-modbus-p502.pcap",
-                                  "ndpi__umas.pcap", "iti-ics-tools__EthernetIP-CIP.pcap",
-                                  "icsnpp-s7comm__s7comm_plus.pcap"])
+FOLDING = ["iti-ics-tools__modbus_test_data_part1.pcap", "iti-ics-tools__modbus_test_2.pcap",
+           "iti-ics-tools__ModbusTCP.pcap", "zeek__modbus-and-non-modbus-p502.pcap", "ndpi__umas.pcap",
+           "iti-ics-tools__EthernetIP-CIP.pcap", "icsnpp-s7comm__s7comm_plus.pcap"]
+
+
+@pytest.mark.parametrize("name", FOLDING)
 def test_bytes_left_out_of_identities_lose_nothing(name: str) -> None:
     """Transaction ids, pipelined ADUs' ids and read values are left out of a payload's
     identity: the payloads folded that way must have said nothing else."""
@@ -98,7 +100,7 @@ def test_bytes_left_out_of_identities_lose_nothing(name: str) -> None:
     assert set(masked.facts) == set(whole.facts)
     assert operations(masked) == operations(whole)
     assert masked.errors.keys() == whole.errors.keys()
-    assert masked.packets <= whole.packets
+    assert masked.packets < whole.packets  # and something was folded
 
 
 def test_pipelined_modbus_polls_and_read_values_fold() -> None:
