@@ -7,7 +7,7 @@ direction of a flow (headers are at the start). Both memories are fixed-size has
 that are simply cleared when full: they are caches, not state.
 
 Three passes, each a tight loop of its own: `wanted` (which rows interest a dissector)
-and `identities` (a hash of each) run inside the decoder every few hundred rows, while
+and `identities` (a hash of each) run inside the decoder every thousand rows, while
 the packets are still in cache; `novel` (which hashes are new) runs once per batch, where
 the seen-set probes of consecutive rows overlap in memory instead of waiting in line.
 """
@@ -30,7 +30,9 @@ MASKED_WORDS = MASKED_BYTES // 8
 # length, bytes beyond that length, offset of a 16-bit field that is zero; -1: none)
 FRAME = 4 * MAX_IGNORED
 MASK_COLUMNS = FRAME + 3
-PICK_BATCH = 256  # rows the decoder writes before it picks from them (still in cache)
+# rows the decoder writes before it picks from them: still in cache, and few calls (each
+# passes some thirty arrays and updates their reference counts)
+PICK_BATCH = 1024
 # the Rows columns pick_rows reads, in the order of its `columns` tuple
 PICK_COLUMNS = ("ipproto", "sport", "dport", "tcpflags", "ethertype", "l3", "l3id", "pay_off",
                 "pay_len", "l3_off", "smac", "dmac", "shi", "slo", "dhi", "dlo")
