@@ -88,13 +88,14 @@ def test_the_decoder_picks_the_rows_the_stage_would(name: str) -> None:
 
 FOLDING = ["iti-ics-tools__modbus_test_data_part1.pcap", "iti-ics-tools__modbus_test_2.pcap",
            "iti-ics-tools__ModbusTCP.pcap", "zeek__modbus-and-non-modbus-p502.pcap", "ndpi__umas.pcap",
-           "iti-ics-tools__EthernetIP-CIP.pcap", "icsnpp-s7comm__s7comm_plus.pcap"]
+           "iti-ics-tools__EthernetIP-CIP.pcap", "icsnpp-s7comm__s7comm_plus.pcap",
+           "ndpi__iphone.pcap", "ndpi__1kxun.pcap", "iot-dataset__blink-cam-01.pcap"]
 
 
 @pytest.mark.parametrize("name", FOLDING)
 def test_bytes_left_out_of_identities_lose_nothing(name: str) -> None:
-    """Transaction ids, pipelined ADUs' ids and read values are left out of a payload's
-    identity: the payloads folded that way must have said nothing else."""
+    """Transaction and message ids (Modbus, DNS, DHCP...), pipelined ADUs' ids and read
+    values are left out of a payload's identity: what is folded that way said nothing else."""
     masked, _ = run(CAPTURES / name, sel.SEEN_SLOTS)
     whole, _ = run(CAPTURES / name, sel.SEEN_SLOTS, whole_payloads=True)
     assert set(masked.facts) == set(whole.facts)

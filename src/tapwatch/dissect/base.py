@@ -172,6 +172,8 @@ class Dissector:
     # 16-bit length, bytes it has beyond that length, offset of a 16-bit field that is zero
     # in every message or -1); the novelty_ignore ranges then apply to each message
     novelty_frames: ClassVar[tuple[int, int, int] | None] = None
+    # the ranges apply to UDP datagrams only (over TCP the same bytes are something else)
+    novelty_udp_only: ClassVar[bool] = False
     # heuristic: TCP payloads on any port that start with one of these 4-byte prefixes
     tcp_prefixes: ClassVar[frozenset[bytes]] = frozenset()
 

@@ -234,6 +234,10 @@ class DNS(Dissector):
     name = "dns"
     udp_ports = frozenset({53})
     tcp_ports = frozenset({53})
+    # a client asks again for the same name with a new message id (over TCP a length
+    # comes first, and only the first segments of a connection are read anyway)
+    novelty_ignore = ((0, 2),)
+    novelty_udp_only = True
 
     def dissect(self, pkt: Packet, out: Evidence) -> None:
         if pkt.transport == "tcp":

@@ -20,6 +20,7 @@ from tapwatch.dissect.dns import ANSWER, T_A, T_AAAA, DNSError, incomplete, pars
 class LLMNR(Dissector):
     name = "llmnr"
     udp_ports = frozenset({5355})
+    novelty_ignore = ((0, 2),)  # the message id of each query and answer
 
     def dissect(self, pkt: Packet, out: Evidence) -> None:
         try:

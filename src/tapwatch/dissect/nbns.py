@@ -70,6 +70,7 @@ def ipv4_text(raw: bytes) -> str:
 class NBNS(Dissector):
     name = "nbns"
     udp_ports = frozenset({137})
+    novelty_ignore = ((0, 2),)  # the transaction id of each query and announcement
 
     def dissect(self, pkt: Packet, out: Evidence) -> None:
         try:

@@ -138,7 +138,7 @@ class DissectStage:
             flat = [x for rng in d.novelty_ignore for x in (tuple(rng) + (-1, 0))[:4]]
             rows.append(flat + unused * (sel.MAX_IGNORED - len(d.novelty_ignore))
                         + list(d.novelty_frames or (-1, 0, -1)))
-            for p in d.tcp_ports:
+            for p in () if d.novelty_udp_only else d.tcp_ports:
                 tcp[p] = len(rows) - 1
             for p in d.udp_ports:
                 udp[p] = len(rows) - 1
