@@ -13,10 +13,19 @@ KERNEL_SOURCES = ("capture/walk.py", "decode/kernel.py", "decode/select.py", "de
                   "sensor/live.py", "sensor/rolling.py")
 
 
+def kernels_key(package: Path) -> str:
+    """A name for this version of the kernel sources under `package` (tapwatch's folder)."""
+    digest = hashlib.blake2b(__version__.encode(), digest_size=8)
+    for name in KERNEL_SOURCES:
+        digest.update((package / name).read_bytes())
+    return digest.hexdigest()
+
+
 def _kernel_cache() -> None:
     """Cache the compiled kernels in a directory named by all their sources, so that a
     changed module never runs stale inside a cached caller (set before numba is imported;
-    an explicit NUMBA_CACHE_DIR, or TAPWATCH_CACHE_DIR set empty, is left alone)."""
+    an explicit NUMBA_CACHE_DIR, TAPWATCH_CACHE_DIR set empty, or a cache directory that
+    cannot be made leaves numba's own choice)."""
     if "NUMBA_CACHE_DIR" in os.environ:
         return
     from tapwatch.cache import cache_dir
@@ -24,11 +33,12 @@ def _kernel_cache() -> None:
     base = cache_dir()
     if base is None:
         return
-    here = Path(__file__).parent
-    digest = hashlib.blake2b(__version__.encode(), digest_size=8)
-    for name in KERNEL_SOURCES:
-        digest.update((here / name).read_bytes())
-    os.environ["NUMBA_CACHE_DIR"] = str(base / "numba" / digest.hexdigest())
+    folder = base / "numba" / kernels_key(Path(__file__).parent)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return  # numba then finds a place of its own
+    os.environ["NUMBA_CACHE_DIR"] = str(folder)
     numba = sys.modules.get("numba")
     if numba is not None:  # imported before tapwatch: it read its configuration already
         numba.config.CACHE_DIR = os.environ["NUMBA_CACHE_DIR"]
