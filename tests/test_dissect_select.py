@@ -16,6 +16,7 @@ from tapwatch.decode import select as sel
 from tapwatch.dissect.stage import DissectResults, DissectStage
 
 CAPTURES = Path(__file__).resolve().parents[2] / "shared" / "captures"
+TCP_MASK, UDP_MASK, MASKS = 6, 7, 8  # in Picker.tables: the mask row of each port, the rows
 
 
 def run(path: Path, seen_slots: int, in_decoder: bool = True,
@@ -25,8 +26,8 @@ def run(path: Path, seen_slots: int, in_decoder: bool = True,
     `whole_payloads`, no byte is left out of a payload's identity (no novelty_ignore)."""
     stage = DissectStage()
     if whole_payloads:
-        stage.picker.tables[6][:] = -1  # the per-port mask rows of TCP and UDP
-        stage.picker.tables[7][:] = -1
+        stage.picker.tables[TCP_MASK][:] = -1
+        stage.picker.tables[UDP_MASK][:] = -1
     stage.seen = np.zeros((seen_slots, sel.SEEN_COLUMNS), dtype=np.int64)
     clears = 0
     finish = stage.finish
@@ -109,7 +110,7 @@ def test_pipelined_modbus_polls_and_read_values_fold() -> None:
     register values, are dissected once; a write among them is not folded away."""
     stage = DissectStage()
     modbus = next(d for d in stage.dissectors if d.name == "modbus")
-    spec = stage.picker.tables[8][stage.picker.tables[6][502]]
+    spec = stage.picker.tables[MASKS][stage.picker.tables[TCP_MASK][502]]
 
     def identity(payload: bytes) -> int:
         buf = np.frombuffer(payload + bytes(64), dtype=np.uint8)
