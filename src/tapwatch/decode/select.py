@@ -150,6 +150,12 @@ def word_view(buf: np.ndarray) -> np.ndarray:
 
 
 @njit(cache=True, inline="always")
+def _low_bytes(n):
+    """A word's mask of its first n bytes, 0 <= n <= 8 (never a shift by 64)."""
+    return ((np.int64(1) << (4 * n)) << (4 * n)) - 1
+
+
+@njit(cache=True, inline="always")
 def _payload_hash(words64, buf, po, pl, keep):
     """Hash of a payload's first HASH_BYTES and last 8 bytes, with the bytes
     cleared in `keep` (one 64-bit mask per word of the first MASKED_BYTES) left out. Four
@@ -182,7 +188,7 @@ def _payload_hash(words64, buf, po, pl, keep):
     if rest:  # the last partial word, little-endian like the others
         t = po + 8 * words
         if t < words64.shape[0]:  # one load, the bytes past the payload cleared
-            w = words64[t] & ((np.int64(1) << (8 * rest)) - 1)
+            w = words64[t] & _low_bytes(rest)
         else:
             w = np.int64(0)
             for j in range(rest):
@@ -195,12 +201,6 @@ def _payload_hash(words64, buf, po, pl, keep):
     if pl > HASH_BYTES:
         c = _mix(c, words64[po + pl - 8])
     return _mix(_mix(_mix(a, b), c), d)
-
-
-@njit(cache=True, inline="always")
-def _low_bytes(n):
-    """A word's mask of its first n bytes, 0 <= n <= 8 (never a shift by 64)."""
-    return ((np.int64(1) << (4 * n)) << (4 * n)) - 1
 
 
 @njit(cache=True, inline="always")

@@ -322,11 +322,9 @@ class EtherNetIP(Dissector):
         once and its evidence replayed (Request objects are never changed once parsed)."""
         known = self._parsed.get(cip)
         if known is None:
-            outer, self._services = self._services, set()
-            heard, writes = Evidence(), list[tuple[str, str]]()
-            req = self._request(cip, 0, heard, writes)
-            known = (req, self._services, writes, heard)
-            self._services = outer
+            heard, services, writes = Evidence(), set[int](), list[tuple[str, str]]()
+            req = self._request(cip, 0, heard, services, writes)
+            known = (req, services, writes, heard)
             if len(cip) <= PARSED_BYTES:
                 if len(self._parsed) >= MAX_PARSED:
                     self._parsed.clear()
@@ -335,7 +333,7 @@ class EtherNetIP(Dissector):
         out.replay(heard)
         return req, services, writes
 
-    def _request(self, cip: bytes, depth: int, out: Evidence,
+    def _request(self, cip: bytes, depth: int, out: Evidence, services: set[int],
                  writes: list[tuple[str, str]]) -> Request | None:
         if len(cip) < 2 or 2 + 2 * cip[1] > len(cip):
             out.error("CIP request path longer than the message")
@@ -343,7 +341,7 @@ class EtherNetIP(Dissector):
         service = cip[0]
         path = parse_path(cip[2 : 2 + 2 * cip[1]])
         if service not in (UNCONNECTED_SEND, MULTIPLE_SERVICE):  # wrappers: their parts count
-            self._services.add(service)
+            services.add(service)
         body = cip[2 + 2 * cip[1] :]
         req = Request(service, path)
         cls = path.class_id
@@ -355,13 +353,13 @@ class EtherNetIP(Dissector):
             size = U16.unpack_from(body, 2)[0]
             message = body[4 : 4 + size]
             route = 4 + size + (size & 1)
-            inner = self._request(message, depth + 1, out, writes)
+            inner = self._request(message, depth + 1, out, services, writes)
             if inner is not None:
                 inner.routed = route < len(body) and body[route] > 0
             return inner
         if service == MULTIPLE_SERVICE and depth < MAX_DEPTH:
             for part in self._parts(body, out):
-                inner = self._request(part, depth + 1, out, writes)
+                inner = self._request(part, depth + 1, out, services, writes)
                 req.embedded.append(inner if inner is not None else Request(0, Path()))
             return req
         if service in TAG_WRITES and (path.symbol is not None or cls == SYMBOL_OBJECT):

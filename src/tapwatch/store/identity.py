@@ -130,12 +130,11 @@ def refresh_identity(session: Session, device_ids: Iterable[int]) -> None:
     session.flush()
     by_device = facts_of_devices(session, ids)
     served, implied = behaviour(session, ids)
-    table = DEVICES
-    columns = [table.c[name] for name in IDENTITY_COLUMNS]
+    columns = [DEVICES.c[name] for name in IDENTITY_COLUMNS]
     changed: list[dict[str, object]] = []
     for part in chunks(ids):
-        q = select(table.c.id, table.c.mac, table.c.protocols, table.c.is_gateway,
-                   table.c.overrides, *columns).where(table.c.id.in_(part))
+        q = select(DEVICES.c.id, DEVICES.c.mac, DEVICES.c.protocols, DEVICES.c.is_gateway,
+                   DEVICES.c.overrides, *columns).where(DEVICES.c.id.in_(part))
         for device_id, mac, protocols, is_gateway, overrides, *current in session.execute(q):
             facts = by_device.get(device_id, [])
             views = [FactView(f.attribute, f.value, f.source, f.confidence, f.count)
@@ -157,7 +156,7 @@ def refresh_identity(session: Session, device_ids: Iterable[int]) -> None:
                 row["b_id"] = device_id
                 changed.append(row)
     if changed:
-        session.execute(update(table).where(table.c.id == bindparam("b_id")), changed)
+        session.execute(update(DEVICES).where(DEVICES.c.id == bindparam("b_id")), changed)
         updated = {row["b_id"] for row in changed}
         for obj in list(session.identity_map.values()):
             if isinstance(obj, Device) and obj.id in updated:
